@@ -205,6 +205,41 @@ void update(const Coeffs& c, float* p, const float* g, float* m, float* v, int64
 #endif
 }
 
+}  // namespace
+
+void adam_update(const AdamParams& ap, int64_t step, float lr, float* params, const float* grads,
+                 float* exp_avg, float* exp_avg_sq, const std::vector<Segment>& segments) {
+  const float b1 = ap.beta1, b2 = ap.beta2;
+  const double bc1 =
+      ap.bias_correction ? 1.0 - std::pow(static_cast<double>(b1), static_cast<double>(step)) : 1.0;
+  const double bc2 =
+      ap.bias_correction ? 1.0 - std::pow(static_cast<double>(b2), static_cast<double>(step)) : 1.0;
+  for (const Segment& s : segments) {
+    const float wd = s.decay ? ap.weight_decay : 0.f;
+    const Coeffs c{b1,
+                   b2,
+                   1.f - b1,
+                   1.f - b2,
+                   ap.adam_w_mode ? 0.f : wd,
+                   ap.adam_w_mode ? std::fma(-lr, wd, 1.f) : 1.f,
+                   static_cast<float>(lr / bc1),
+                   static_cast<float>(1.0 / std::sqrt(bc2)),
+                   ap.eps};
+    // 16K parameters = 64 KB per stream per chunk: enough to amortize the loop setup, small
+    // enough that two threads split even a few-MB segment evenly.
+    constexpr int64_t kChunk = 1 << 14;
+    const int64_t chunks = (s.size + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (s.size >= 4 * kChunk)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const int64_t lo = s.offset + ch * kChunk;
+      const int64_t len = std::min(s.offset + s.size - lo, kChunk);
+      update(c, params + lo, grads + lo, exp_avg + lo, exp_avg_sq + lo, len);
+    }
+  }
+}
+
+namespace {
+
 class Adam final : public Optimizer {
  public:
   explicit Adam(const AdamParams& p) : p_(p) {}
@@ -218,33 +253,7 @@ class Adam final : public Optimizer {
   void step(float* params, const float* grads, int64_t n, const std::vector<Segment>& segments,
             float lr) override {
     ++t_;
-    const float b1 = p_.beta1, b2 = p_.beta2;
-    const double bc1 = p_.bias_correction ? 1.0 - std::pow(static_cast<double>(b1), t_) : 1.0;
-    const double bc2 = p_.bias_correction ? 1.0 - std::pow(static_cast<double>(b2), t_) : 1.0;
-    float* m = m_.data();
-    float* v = v_.data();
-    for (const Segment& s : segments) {
-      const float wd = s.decay ? p_.weight_decay : 0.f;
-      const Coeffs c{b1,
-                     b2,
-                     1.f - b1,
-                     1.f - b2,
-                     p_.adam_w_mode ? 0.f : wd,
-                     p_.adam_w_mode ? std::fma(-lr, wd, 1.f) : 1.f,
-                     static_cast<float>(lr / bc1),
-                     static_cast<float>(1.0 / std::sqrt(bc2)),
-                     p_.eps};
-      // 16K parameters = 64 KB per stream per chunk: enough to amortize the loop setup, small
-      // enough that two threads split even a few-MB segment evenly.
-      constexpr int64_t kChunk = 1 << 14;
-      const int64_t chunks = (s.size + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (s.size >= 4 * kChunk)
-      for (int64_t ch = 0; ch < chunks; ++ch) {
-        const int64_t lo = s.offset + ch * kChunk;
-        const int64_t len = std::min(s.offset + s.size - lo, kChunk);
-        update(c, params + lo, grads + lo, m + lo, v + lo, len);
-      }
-    }
+    adam_update(p_, t_, lr, params, grads, m_.data(), v_.data(), segments);
     (void)n;
   }
 

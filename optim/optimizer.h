@@ -84,6 +84,14 @@ struct AdamParams {
 
 std::unique_ptr<Optimizer> make_adam(const AdamParams& p);
 
+// One Adam/AdamW update of params[0, n) with state kept by the caller: exp_avg and exp_avg_sq
+// (m, v) run parallel to params, `step` is the 1-based step number (bias correction), segments
+// index params as in Optimizer::step (only their ranges change). The same kernels and threads as
+// make_adam's step(), which calls it: updating a span piece by piece (zero/offload.h: ZeRO-Offload
+// sub-groups swapped in from NVMe) gives the same bits as one call over the whole span.
+void adam_update(const AdamParams& p, int64_t step, float lr, float* params, const float* grads,
+                 float* exp_avg, float* exp_avg_sq, const std::vector<Segment>& segments);
+
 // Lamb (You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76
 // minutes") with DeepSpeed FusedLamb's parameters and semantics (optim/lamb.cpp has the formulas).
 struct LambParams {
