@@ -14,6 +14,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   python3-torch python3-numpy libopenblas0-pthread
   libxxhash-dev python3-pip
+  liburing-dev
 )
 
 # Python packages Debian does not ship, installed with pip into Debian's python (/usr/bin/python3, the
