@@ -8,10 +8,15 @@
 //    no temporary folder left, the previous checkpoint intact.
 //  - A read-only file system (tmpfs remounted read-only): a clear error, the previous checkpoint
 //    still loads.
+//  - The same during an asynchronous persist (io/checkpoint_async.h): the protocol runs on a
+//    BackgroundJob from a snapshot while the main thread keeps changing the live buffer; a SIGKILL
+//    in the middle of the shard write or after a commit step leaves the previous version loadable.
 // Mounting needs root (or a user namespace, tried when root is not available); the tests skip with
 // a message only when neither is permitted.
 #include "core/error.h"
+#include "io/checkpoint_async.h"
 #include "io/checkpoint_store.h"
+#include "io/checkpoint_writer.h"
 #include "test_checkpoint_util.h"
 
 #include <fcntl.h>
@@ -23,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -32,6 +38,7 @@
 namespace zt::io {
 namespace {
 
+using testing::sample_manifest;
 using testing::save_sample;
 using testing::TempDir;
 namespace fs = std::filesystem;
@@ -134,6 +141,78 @@ TEST(CheckpointCrash, SigkillInTheMiddleOfAShardWrite) {
   EXPECT_LT(part_size_at_kill, kShardBytes);
   EXPECT_TRUE(fs::exists(part)) << "the dead writer's partial file is still there";
   expect_recovers(dir, "global_step1", {"global_step1"});
+}
+
+// An asynchronous persist killed in the middle of its shard write (`kill_at` "write") or right
+// after a commit step: the child's main thread "trains" (rewrites the live buffer) while the
+// background job persists the snapshot; the parent SIGKILLs the child once the writer is inside.
+void sigkill_during_background_persist(const std::string& kill_at) {
+  TempDir tmp;
+  const std::string dir = tmp / "ckpt";
+  save_sample(dir, "global_step1", 1, 1);
+  constexpr uint64_t kShardBytes = uint64_t{64} << 20, kKillAfter = uint64_t{16} << 20;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  int status = run_child(
+      [&] {
+        ::close(fds[0]);
+        std::vector<float> live(kShardBytes / 4, 3.0f);
+        SafetensorsWriter w;
+        w.add("big", DType::f32, {static_cast<int64_t>(live.size())}, live.data());
+        ShardSnapshot snap;
+        snap.assign(w);
+        PersistRequest req;
+        req.dir = dir;
+        req.tag = "global_step2";
+        req.shard = &snap.writer();
+        req.manifest = sample_manifest("global_step2", 2, 1);
+        req.client_state_json = "{}";
+        req.keep = 1;  // would retire global_step1, but only after global_step2 is published
+        auto stop_here = [&] {
+          char c = 'k';
+          (void)!::write(fds[1], &c, 1);  // "I am in the middle of the persist"
+          for (;;) ::pause();
+        };
+        req.write.chunk_bytes = size_t{1} << 20;
+        req.write.on_progress = [&](uint64_t written, uint64_t) {
+          if (kill_at == "write" && written >= kKillAfter) stop_here();
+        };
+        req.commit.on_step = [&](std::string_view s) {
+          if (s == kill_at) stop_here();
+        };
+        BackgroundJob<PersistResult> job;
+        job.start([&] { return persist_checkpoint(req); }, /*nice=*/10);
+        for (float v = 4.f;; v += 1.f) std::fill(live.begin(), live.end(), v);  // training
+      },
+      nullptr,
+      [&](pid_t pid) {
+        ::close(fds[1]);
+        pollfd p{fds[0], POLLIN, 0};
+        char c = 0;
+        bool inside = ::poll(&p, 1, 60000) == 1 && ::read(fds[0], &c, 1) == 1;
+        EXPECT_TRUE(inside) << "the background persist never reached " << kill_at;
+        ::kill(pid, SIGKILL);
+        ::close(fds[0]);
+      });
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  if (kill_at == "published") {  // visible and complete; `latest` and retention not yet run
+    EXPECT_TRUE(verify(dir, "global_step2").empty());
+    SafetensorsReader r = open_shard(dir, "global_step2", 0);
+    std::vector<float> head(1024);
+    r.read_range("big", 0, head.data(), head.size() * 4);
+    EXPECT_EQ(head, std::vector<float>(1024, 3.0f)) << "the snapshot, not the live buffer";
+    expect_recovers(dir, "global_step1", {"global_step1", "global_step2"});
+  } else {
+    expect_recovers(dir, "global_step1", {"global_step1"});
+  }
+}
+
+TEST(CheckpointCrash, SigkillInTheMiddleOfABackgroundPersistWrite) {
+  sigkill_during_background_persist("write");
+}
+TEST(CheckpointCrash, SigkillDuringABackgroundPersistCommit) {
+  sigkill_during_background_persist("manifest");
+  sigkill_during_background_persist("published");
 }
 
 // SIGKILL right after each durable step of commit_save (CommitOptions::on_step).
