@@ -108,6 +108,10 @@ class Communicator {
                                                  ReduceOp op = ReduceOp::sum) = 0;
   virtual std::shared_ptr<Work> all_gather(const Tensor& in, Tensor& out) = 0;
   virtual std::shared_ptr<Work> broadcast(Tensor& buf, int root) = 0;
+  // [1-bit optimizers, comm/compressed.h] All-to-all (MPI_Alltoall): `in` and `out` hold world*n
+  // elements; chunk r of `in` goes to rank r, chunk r of `out` comes from rank r. Any dtype, moved
+  // as bits (nothing is reduced); `in` and `out` must not overlap; world*n must fit an int.
+  virtual std::shared_ptr<Work> all_to_all(const Tensor& in, Tensor& out) = 0;
   virtual void barrier() = 0;
 
   // A new communicator over the same ranks with its own MPI context and thread (MPI_Comm_dup),

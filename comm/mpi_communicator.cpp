@@ -118,6 +118,7 @@ class MpiCommunicator final : public Communicator {
                                          const std::vector<int64_t>& counts, ReduceOp op) override;
   std::shared_ptr<Work> all_gather(const Tensor& in, Tensor& out) override;
   std::shared_ptr<Work> broadcast(Tensor& buf, int root) override;
+  std::shared_ptr<Work> all_to_all(const Tensor& in, Tensor& out) override;  // 1-bit optimizers
   void barrier() override;
   std::unique_ptr<Communicator> dup() override;
 
@@ -135,6 +136,7 @@ class MpiCommunicator final : public Communicator {
                             ReduceOp op);
   void run_all_gather(const Tensor& in, const Tensor& out);
   void run_broadcast(const Tensor& buf, int root);
+  void run_all_to_all(const Tensor& in, const Tensor& out);
   float* staging_f32(int64_t n);  // the comm thread's staging buffer, at least n floats
 
   MPI_Comm comm_;
@@ -412,6 +414,28 @@ void MpiCommunicator::run_broadcast(const Tensor& buf, int root) {
     const int c = static_cast<int>(std::min(chunk_, n - o));
     ZT_MPI_CHECK(MPI_Bcast(p + o * es, c, mpi_type(buf.dtype()), root, comm_));
   }
+}
+
+// ---- all_to_all (the compressed all-reduce of the 1-bit optimizers, comm/compressed.h) ----------
+
+std::shared_ptr<Work> MpiCommunicator::all_to_all(const Tensor& in, Tensor& out) {
+  check_tensor("all_to_all", in);
+  check_tensor("all_to_all", out);
+  ZT_CHECK(in.dtype() == out.dtype(), "all_to_all: in is ", in.str(), " but out is ", out.str(),
+           "; both must have one dtype");
+  ZT_CHECK(in.numel() == out.numel() && in.numel() % world_ == 0, "all_to_all: in and out must ",
+           "hold the same world (", world_, ") x n elements: in ", in.str(), ", out ", out.str());
+  ZT_CHECK(in.numel() <= INT_MAX, "all_to_all: ", in.numel(), " elements exceed one MPI call");
+  ZT_CHECK(!overlaps(in, out), "all_to_all: in and out overlap");
+  return submit("all_to_all", in.dtype(), in.numel(), static_cast<int64_t>(in.nbytes()),
+                [this, in, out] { run_all_to_all(in, out); });
+}
+
+void MpiCommunicator::run_all_to_all(const Tensor& in, const Tensor& out) {
+  const int n = static_cast<int>(in.numel() / world_);
+  if (n == 0) return;
+  const MPI_Datatype type = mpi_type(in.dtype());
+  ZT_MPI_CHECK(MPI_Alltoall(in.raw(), n, type, out.raw(), n, type, comm_));
 }
 
 // ---- barrier, dup -------------------------------------------------------------------------------

@@ -13,6 +13,12 @@ std::unique_ptr<Optimizer> make_optimizer(const OptimizerParams& p) {
       return make_adam(p.adam);
     case OptimizerKind::lamb:
       return make_lamb(p.lamb);
+    case OptimizerKind::onebit_adam:  // the 1-bit family: optim/onebit_adam.cpp and siblings
+      return make_onebit_adam(p.onebit);
+    case OptimizerKind::zero_one_adam:
+      return make_zero_one_adam(p.onebit);
+    case OptimizerKind::onebit_lamb:
+      return make_onebit_lamb(p.onebit);
   }
   ZT_ASSERT(false, "make_optimizer: unknown kind ", static_cast<int>(p.kind));
 }

@@ -28,6 +28,10 @@
 #include <string>
 #include <vector>
 
+namespace zt::comm {
+class Communicator;
+}
+
 namespace zt::optim {
 
 // A run of parameters inside the span that share a weight-decay choice and belong to one tensor.
@@ -69,6 +73,21 @@ class Optimizer {
   // pieces of the model (default, without a call: one rank, ids from this span's segments).
   virtual bool uses_tensor_stats() const { return false; }
   virtual void set_tensor_stats(int64_t /*num_tensors*/, TensorStatsReducer /*reduce*/) {}
+
+  // Optional, for optimizers that communicate themselves: the 1-bit family (OneBitAdam,
+  // ZeroOneAdam, OneBitLamb below), which average compressed momenta instead of gradients. The
+  // contract with the engine (zero/engine.cpp, ZeRO stage 0 only):
+  //   set_communicator(c)       the training communicator, once, after init() (nullptr or one
+  //                             rank: nothing to communicate; default: ignored);
+  //   reduces_own_gradients()   true when the NEXT step() wants this rank's LOCAL gradient (the
+  //                             accumulation window's mean on this rank, not averaged over the
+  //                             ranks): the engine then skips its gradient all-reduce for that
+  //                             window and the optimizer communicates inside step(). It depends on
+  //                             the optimizer's own state (step_count() and what it implies), the
+  //                             same on every rank, so all ranks skip or reduce together. After a
+  //                             skipped step (fp16 overflow) the answer is unchanged. Default false.
+  virtual void set_communicator(comm::Communicator* /*comm*/) {}
+  virtual bool reduces_own_gradients() const { return false; }
 };
 
 struct AdamParams {
@@ -107,13 +126,51 @@ struct LambParams {
 
 std::unique_ptr<Optimizer> make_lamb(const LambParams& p);
 
+// The 1-bit family (error-compensated 1-bit compressed communication, comm/compressed.h), with
+// DeepSpeed's parameters (deepspeed/runtime/fp16/onebit/{adam,zoadam,lamb}.py); the formulas,
+// and where zerotrain differs from DeepSpeed, are at the top of optim/onebit_adam.cpp,
+// optim/zero_one_adam.cpp and optim/onebit_lamb.cpp. Weight decay is decoupled (added to the
+// update, as DeepSpeed does). bias_correction is honoured (DeepSpeed's 1-bit optimizers ignore
+// it and never correct: set it false for DeepSpeed's exact updates).
+struct OneBitParams {
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.f;
+  bool bias_correction = true;
+  bool eps_inside_sqrt = false;  // OneBitLamb only (sqrt(v_hat + eps)); the Adams refuse it
+  int64_t freeze_step = 100000;  // OneBitAdam, OneBitLamb: uncompressed steps before compression
+  // ZeroOneAdam (Lu et al. 2022): the last step that updates the variance; kappa, the doubling
+  // period of the variance-update interval; the doubling period and the cap (H) of the local-step
+  // interval once the variance is frozen.
+  int64_t var_freeze_step = 100000, var_update_scaler = 16;
+  int64_t local_step_scaler = 32678, local_step_clipper = 16;
+  // OneBitLamb (Li et al. 2021): trust-ratio clamp, EMA of the warm-up trust ratio, and the
+  // bounds of the compression stage's scaling factor and of its change per step.
+  float max_coeff = 10.f, min_coeff = 0.01f, coeff_beta = 0.9f;
+  float factor_max = 4.f, factor_min = 0.5f, factor_threshold = 0.1f;
+};
+
+std::unique_ptr<Optimizer> make_onebit_adam(const OneBitParams& p);
+std::unique_ptr<Optimizer> make_zero_one_adam(const OneBitParams& p);
+std::unique_ptr<Optimizer> make_onebit_lamb(const OneBitParams& p);
+
 // One factory for the optimizers; zero/settings.cpp fills OptimizerParams from the config.
-enum class OptimizerKind { adam, lamb };
+enum class OptimizerKind { adam, lamb, onebit_adam, zero_one_adam, onebit_lamb };
 struct OptimizerParams {
   OptimizerKind kind = OptimizerKind::adam;
-  AdamParams adam;  // kind adam (Adam and AdamW: adam.adam_w_mode)
-  LambParams lamb;  // kind lamb
+  AdamParams adam;      // kind adam (Adam and AdamW: adam.adam_w_mode)
+  LambParams lamb;      // kind lamb
+  OneBitParams onebit;  // kinds onebit_adam, zero_one_adam, onebit_lamb
 };
+// Whether the kind needs one Segment per model tensor (Segment::tensor set): Lamb and OneBitLamb.
+inline bool per_tensor_segments(OptimizerKind k) {
+  return k == OptimizerKind::lamb || k == OptimizerKind::onebit_lamb;
+}
+inline bool is_onebit(OptimizerKind k) {
+  return k == OptimizerKind::onebit_adam || k == OptimizerKind::zero_one_adam ||
+         k == OptimizerKind::onebit_lamb;
+}
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerParams& p);
 
 }  // namespace zt::optim

@@ -32,7 +32,7 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   // Weight-decay runs over the whole flat buffer. Lamb needs one run per tensor (its trust ratio is
   // per tensor, identified across ranks by the tensor's index); Adam gets merged runs (fewer,
   // longer loops that split across threads).
-  const bool per_tensor = s_.optimizer_kind == optim::OptimizerKind::lamb;
+  const bool per_tensor = optim::per_tensor_segments(s_.optimizer_kind);  // Lamb, OneBitLamb
   std::vector<optim::Segment> all_segments;
   int64_t off = 0, index = 0;
   for (nn::Parameter* p : ps) {
@@ -68,8 +68,12 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     int64_t a = std::max(lo, sg.offset), b = std::min(hi, sg.offset + sg.size);
     if (a < b) segments_.push_back({a - lo, b - a, sg.decay, sg.tensor});
   }
-  optimizer_ = optim::make_optimizer({s_.optimizer_kind, s_.adam, s_.lamb});
+  optimizer_ = optim::make_optimizer({s_.optimizer_kind, s_.adam, s_.lamb, s_.onebit});
   optimizer_->init(hi - lo);
+  // 1-bit family: compresses its own communication (backward() asks reduces_own_gradients()).
+  ZT_CHECK(!optim::is_onebit(s_.optimizer_kind) || s_.zero_stage == 0, "Engine: ",
+           optimizer_->name(), " supports ZeRO stage 0 only, got stage ", s_.zero_stage);
+  optimizer_->set_communicator(comm_);
   if (optimizer_->uses_tensor_stats()) {
     // Lamb's per-tensor sums of squares: a tensor split across partitions needs the sum over the
     // ranks that hold its pieces (stage 0 holds whole tensors). The communicator reduces f32, so
@@ -154,6 +158,8 @@ void Engine::backward() {
   boundary_ = (micro_step_ + 1) % s_.gradient_accumulation_steps == 0;
   launched_ = 0;
   bool reduce = boundary_ && comm_ && part_.world > 1;
+  // 1-bit optimizers after their warm-up take the local gradient and communicate themselves.
+  reduce = reduce && !optimizer_->reduces_own_gradients();
   launch_in_hooks_ = reduce && s_.overlap_comm;
   // DeepSpeed divides the loss by the accumulation steps, so the window's gradient is the mean; with
   // fp16 the loss scale multiplies in here (the gradients stay scaled until the step).

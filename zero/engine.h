@@ -60,6 +60,7 @@ struct EngineSettings {
   optim::OptimizerKind optimizer_kind = optim::OptimizerKind::adam;
   optim::AdamParams adam;  // Adam / AdamW
   optim::LambParams lamb;  // Lamb: per-tensor trust ratios, norms over whole tensors across ranks
+  optim::OneBitParams onebit;  // 1-bit family (optim/onebit_adam.cpp ...): ZeRO stage 0 only
   std::shared_ptr<optim::LRScheduler> scheduler;  // required
   // fp16 / bf16: the dtype the model's weights are stored in (f32: plain fp32 training).
   DType model_dtype = DType::f32;

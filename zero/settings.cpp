@@ -1,6 +1,8 @@
 // zero/settings.cpp: config -> engine settings, and the "not supported yet" gate.
 #include "zero/settings.h"
 
+#include "zero/onebit.h"
+
 #include "core/error.h"
 
 namespace zt::zero {
@@ -18,9 +20,8 @@ void check_supported(const io::Config& c) {
   if (c.bf16.immediate_grad_update) not_yet("bf16.immediate_grad_update", "immediate gradient updates");
   if (c.zero.offload_optimizer.enabled()) not_yet("zero_optimization.offload_optimizer", "optimizer offload");
   if (c.zero.offload_param.enabled()) not_yet("zero_optimization.offload_param", "parameter offload");
-  if (c.optimizer.type != io::OptimizerType::kAdam && c.optimizer.type != io::OptimizerType::kAdamW &&
-      c.optimizer.type != io::OptimizerType::kLamb)
-    not_yet("optimizer.type", std::string("optimizer ") + io::to_string(c.optimizer.type));
+  // Every optimizer type is built; the 1-bit family has its own limits (zero/onebit.h).
+  check_onebit_supported(c);
   // Every DeepSpeed schedule is built (optim::make_scheduler); the engine applies OneCycle's
   // momentum (LRScheduler::momentum_at) to the optimizer's beta1 before each step.
   if (c.scheduler.last_batch_iteration != -1)
@@ -64,6 +65,7 @@ void check_supported(const io::Config& c) {
 
 std::vector<std::string> config_notices(const io::Config& c) {
   std::vector<std::string> out;
+  onebit_notices(c, out);  // 1-bit optimizers: cuda_aware, comm_backend_name (zero/onebit.h)
   const io::ActivationCheckpointingConfig& a = c.activation_checkpointing;
   if (!c.model.checkpoint_activations) {
     if (a != io::ActivationCheckpointingConfig{})
@@ -133,6 +135,7 @@ EngineSettings engine_settings(const io::Config& c) {
     s.lamb.min_coeff = static_cast<float>(o.min_coeff);
     s.lamb.eps_inside_sqrt = o.eps_inside_sqrt;
   }
+  onebit_settings(c, s);  // OneBitAdam, ZeroOneAdam, OneBitLamb (zero/onebit.h)
   // The schedule: io's SchedulerConfig -> optim's SchedulerParams -> optim::make_scheduler.
   const io::SchedulerConfig& sc = c.scheduler;
   const optim::WarmupType warmup_type =
