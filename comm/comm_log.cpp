@@ -9,8 +9,9 @@ namespace zt::comm {
 double busbw_factor(const std::string& op, int world) {
   const double n = world;
   if (op == "all_reduce") return n > 1 ? 2.0 * (n - 1) / n : 0.0;
-  // reduce_scatter_v (uneven parts): the same factor, exact when the parts are even.
-  if (op == "all_gather" || op == "reduce_scatter" || op == "reduce_scatter_v")
+  // reduce_scatter_v / all_gather_v (uneven parts): the same factor, exact when parts are even.
+  if (op == "all_gather" || op == "reduce_scatter" || op == "reduce_scatter_v" ||
+      op == "all_gather_v")
     return n > 1 ? (n - 1) / n : 0.0;
   if (op == "broadcast") return 1.0;
   return 0.0;

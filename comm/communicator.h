@@ -107,6 +107,13 @@ class Communicator {
                                                  const std::vector<int64_t>& counts,
                                                  ReduceOp op = ReduceOp::sum) = 0;
   virtual std::shared_ptr<Work> all_gather(const Tensor& in, Tensor& out) = 0;
+  // All-gather with uneven parts (MPI_Allgatherv): rank r contributes counts[r] elements (`in`,
+  // counts[rank()] of them), and `out` (sum(counts) elements, the same on every rank) receives
+  // them in rank order, rank r's at offset counts[0] + ... + counts[r-1]. ZeRO stage 3 uses it to
+  // gather one unit's parameters, a contiguous range of the flat buffer spread over the
+  // partitions. `in` may be exactly rank()'s part of `out` (in place); sum(counts) must fit an int.
+  virtual std::shared_ptr<Work> all_gather_v(const Tensor& in, Tensor& out,
+                                             const std::vector<int64_t>& counts) = 0;
   virtual std::shared_ptr<Work> broadcast(Tensor& buf, int root) = 0;
   // [1-bit optimizers, comm/compressed.h] All-to-all (MPI_Alltoall): `in` and `out` hold world*n
   // elements; chunk r of `in` goes to rank r, chunk r of `out` comes from rank r. Any dtype, moved

@@ -117,6 +117,8 @@ class MpiCommunicator final : public Communicator {
   std::shared_ptr<Work> reduce_scatter_v(const Tensor& in, Tensor& out,
                                          const std::vector<int64_t>& counts, ReduceOp op) override;
   std::shared_ptr<Work> all_gather(const Tensor& in, Tensor& out) override;
+  std::shared_ptr<Work> all_gather_v(const Tensor& in, Tensor& out,
+                                     const std::vector<int64_t>& counts) override;
   std::shared_ptr<Work> broadcast(Tensor& buf, int root) override;
   std::shared_ptr<Work> all_to_all(const Tensor& in, Tensor& out) override;  // 1-bit optimizers
   void barrier() override;
@@ -135,6 +137,7 @@ class MpiCommunicator final : public Communicator {
   void run_reduce_scatter_v(const Tensor& in, const Tensor& out, const std::vector<int>& counts,
                             ReduceOp op);
   void run_all_gather(const Tensor& in, const Tensor& out);
+  void run_all_gather_v(const Tensor& in, const Tensor& out, const std::vector<int>& counts);
   void run_broadcast(const Tensor& buf, int root);
   void run_all_to_all(const Tensor& in, const Tensor& out);
   float* staging_f32(int64_t n);  // the comm thread's staging buffer, at least n floats
@@ -394,6 +397,55 @@ void MpiCommunicator::run_all_gather(const Tensor& in, const Tensor& out) {
     ZT_MPI_CHECK_WARN(MPI_Type_free(&piece));
     ZT_MPI_CHECK(rc);
   }
+}
+
+// ---- all_gather_v -------------------------------------------------------------------------------
+
+std::shared_ptr<Work> MpiCommunicator::all_gather_v(const Tensor& in, Tensor& out,
+                                                    const std::vector<int64_t>& counts) {
+  check_tensor("all_gather_v", in);
+  check_tensor("all_gather_v", out);
+  ZT_CHECK(in.dtype() == out.dtype(), "all_gather_v: in is ", in.str(), " but out is ", out.str(),
+           "; both must have one dtype");
+  ZT_CHECK(static_cast<int>(counts.size()) == world_, "all_gather_v: ", counts.size(),
+           " counts for a world of ", world_);
+  int64_t total = 0;
+  std::vector<int> c32(counts.size());
+  for (size_t r = 0; r < counts.size(); ++r) {
+    ZT_CHECK(counts[r] >= 0, "all_gather_v: negative count ", counts[r], " for rank ", r);
+    total += counts[r];
+    c32[r] = static_cast<int>(counts[r]);
+  }
+  ZT_CHECK(total == out.numel(), "all_gather_v: counts add up to ", total, " but out is ",
+           out.str());
+  ZT_CHECK(in.numel() == counts[rank_], "all_gather_v: in ", in.str(), " should hold ",
+           counts[rank_], " elements (counts[", rank_, "])");
+  ZT_CHECK(total <= INT_MAX, "all_gather_v: ", total, " elements exceed one MPI call");
+  return submit("all_gather_v", in.dtype(), out.numel(), static_cast<int64_t>(out.nbytes()),
+                [this, in, out, c32] { run_all_gather_v(in, out, c32); });
+}
+
+void MpiCommunicator::run_all_gather_v(const Tensor& in, const Tensor& out,
+                                       const std::vector<int>& counts) {
+  if (out.numel() == 0) return;
+  const size_t es = dtype_size(in.dtype());
+  std::vector<int> displs(counts.size());
+  int d = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    displs[r] = d;
+    d += counts[r];
+  }
+  char* dst = bytes_of(out);
+  const char* src = bytes_of(in);
+  const bool in_place = src == dst + static_cast<size_t>(displs[rank_]) * es;
+  std::vector<char> copy;
+  if (!in_place && overlaps(in, out)) {
+    copy.assign(src, src + in.numel() * es);
+    src = copy.data();
+  }
+  const MPI_Datatype type = mpi_type(in.dtype());
+  ZT_MPI_CHECK(MPI_Allgatherv(in_place ? MPI_IN_PLACE : src, counts[rank_], type, dst,
+                              counts.data(), displs.data(), type, comm_));
 }
 
 // ---- broadcast ----------------------------------------------------------------------------------

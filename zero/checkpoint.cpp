@@ -10,27 +10,68 @@
 // for the range each rank now needs, the overlapping pieces of the old shards (resharding). The
 // engine's counters, the loss scaler and the optimizer's step go in the manifest's metadata.
 //
-// Protocol (all on a dup of the training communicator, so a save never interleaves with training
-// collectives): rank 0 opens the temporary folder; barrier; every rank writes and fsyncs its shard;
-// sizes and checksums are gathered; rank 0 writes the manifest and publishes the tag, then
-// `latest`. Any rank's failure is agreed on and the temporary folder is removed: the previous
-// checkpoint stays intact. The first collective has a timeout: called on one rank only, the save
-// fails with a message instead of hanging.
+// Protocol (io/checkpoint_async.h, persist_checkpoint): rank 0 opens the temporary folder; every
+// rank writes and fsyncs its shard; sizes and checksums are gathered; rank 0 writes the manifest and
+// publishes the tag, then `latest`. Any rank's failure is agreed on and the temporary folder is
+// removed: the previous checkpoint stays intact. The agreement never runs on the training
+// communicator (DESIGN.md): a synchronous save uses ckpt_comm_, a dup made at construction, whose
+// first collective times out (a save called on one rank only fails with a message, not a hang).
+//
+// Asynchronous saves (SaveOptions::async: `checkpoint.async`, `nebula_config`). Training stops
+// only to (1) agree with the other ranks on ckpt_comm_ whether this save persists (Nebula's
+// persistent_time_interval, on rank 0's clock: a save requested sooner after the previous persist
+// began is skipped, not queued: the next due save carries newer state anyway, and a queue would
+// hold a second copy of the state in memory), (2) wait for the previous persist if it is still
+// running (reported as SaveResult::previous.wait_ms), and (3) copy this rank's ranges into a
+// host snapshot reused from save to save. A background thread then runs the same protocol on a
+// communicator of its own (one more MPI_Comm_dup, made at the first async save, so its collectives
+// never interleave with training's or with a synchronous save's), at lower CPU priority. The
+// snapshot is this rank's byte ranges only (what it would write), so it fits any stage.
+// Nothing the engine owns is touched by the background thread. A failed persist is agreed by all
+// ranks in the background and rethrown by the next wait (next due save, wait_checkpoint, load).
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <optional>
 
+#include "comm/bootstrap.h"
 #include "comm/communicator.h"
 #include "core/ops.h"
+#include "io/checkpoint_async.h"
 #include "io/checkpoint_store.h"
+#include "io/checkpoint_writer.h"
 #include "precision/convert.h"
 #include "zero/engine.h"
 
 namespace zt::zero {
+
+struct AsyncCheckpointState {
+  std::unique_ptr<comm::Communicator> comm;  // the background's own (world > 1)
+  io::ShardSnapshot snapshot;                // reused: its pages stay mapped between saves
+  io::BackgroundJob<io::PersistResult> job;  // declared last: joined before the rest goes
+  std::string tag;                           // of the pending persist
+  std::optional<std::chrono::steady_clock::time_point> last_start;  // rank 0: last persist began
+  ~AsyncCheckpointState() {
+    if (!job.pending()) return;
+    try {
+      job.wait();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "zerotrain: background checkpoint persist of '%s' failed: %s\n",
+                   tag.c_str(), e.what());
+    }
+  }
+};
+
 namespace {
 
 using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
 
 // One flag per rank -> max over ranks; true when some rank failed.
 bool any_failed(comm::Communicator& c, bool failed) {
@@ -39,10 +80,60 @@ bool any_failed(comm::Communicator& c, bool failed) {
   return t.data<float>()[0] > 0.f;
 }
 
+// The agreement persist_checkpoint needs, on `c` (nullptr: one rank). `on_timeout(phase, error)`
+// turns a CommError (a timeout) into the message for the user.
+io::PersistCollectives collectives_on(
+    comm::Communicator* c, std::function<std::string(const char*, const char*)> on_timeout) {
+  io::PersistCollectives pc;
+  if (!c) return pc;
+  pc.any_failed = [c, on_timeout](bool failed, const char* phase) {
+    try {
+      return any_failed(*c, failed);
+    } catch (const CommError& e) {
+      throw CheckpointError(on_timeout(phase, e.what()));
+    }
+  };
+  pc.gather = [c](uint64_t size, uint64_t checksum) {
+    const int world = c->world();
+    Tensor mine = Tensor::empty({4}, DType::i32), all = Tensor::empty({4 * world}, DType::i32);
+    uint64_t pair[2] = {size, checksum};
+    std::memcpy(mine.raw(), pair, 16);
+    c->all_gather(mine, all)->wait();
+    std::vector<uint64_t> flat(2 * static_cast<size_t>(world));
+    std::memcpy(flat.data(), all.raw(), 16 * static_cast<size_t>(world));
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (int r = 0; r < world; ++r) out.emplace_back(flat[2 * r], flat[2 * r + 1]);
+    return out;
+  };
+  return pc;
+}
+
 }  // namespace
 
-void Engine::save_checkpoint(const std::string& dir, const std::string& tag_in,
-                             const std::string& client_state_json, const SaveOptions& opts) {
+bool Engine::checkpoint_persisting() const { return async_ckpt_ && async_ckpt_->job.busy(); }
+
+CheckpointWait Engine::wait_checkpoint() {
+  CheckpointWait w;
+  if (!async_ckpt_ || !async_ckpt_->job.pending()) return w;
+  w.tag = async_ckpt_->tag;
+  const auto t0 = Clock::now();
+  const bool running = async_ckpt_->job.busy();
+  io::PersistResult r;
+  try {
+    r = async_ckpt_->job.wait();
+  } catch (const std::exception& e) {
+    throw CheckpointError(detail::str_cat("save_checkpoint: the background persist of '", w.tag,
+                                          "' failed: ", e.what()));
+  }
+  w.wait_ms = running ? ms_since(t0) : 0.0;
+  w.persist_ms = r.total_ms;
+  w.bytes = part_.rank == 0 ? r.tag_bytes : r.shard_bytes;
+  return w;
+}
+
+SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& tag_in,
+                                   const std::string& client_state_json, const SaveOptions& opts) {
+  const auto t_call = Clock::now();
   const std::string tag = tag_in.empty() ? io::default_tag(global_step_) : tag_in;
   io::check_tag(tag);
   ZT_CHECK(micro_step_ % s_.gradient_accumulation_steps == 0, "save_checkpoint at micro-step ",
@@ -51,78 +142,81 @@ void Engine::save_checkpoint(const std::string& dir, const std::string& tag_in,
   pending_.clear();
   const int rank = part_.rank, world = part_.world;
   comm::Communicator* c = ckpt_comm_.get();  // a dup: saves never interleave with training ops
+  auto not_joined = [&](const char* phase, const char* what) {
+    return detail::str_cat("save_checkpoint(", dir, ", ", tag, ") on rank ", rank,
+                           ": the other ranks did not join within ", s_.checkpoint_timeout_s,
+                           " s", std::string(phase) == "begin" ? "" : " (after the ", phase,
+                           " phase)", ": save_checkpoint is collective and must be called on ",
+                           "every rank (", what, ")");
+  };
+  SaveResult res;
+  res.tag = tag;
 
-  // Phase 1: rank 0 opens <dir>/.tmp.<tag>; everyone learns whether that worked. This is the first
-  // collective: a rank that calls save_checkpoint alone times out here with a clear message.
-  std::string err;
-  if (rank == 0) {
-    try {
-      io::begin_save(dir, tag);
-    } catch (const std::exception& e) {
-      err = e.what();
+  // A background thread may call MPI while training does only with MPI_THREAD_MULTIPLE.
+  bool background = opts.async;
+  if (background && c && !comm::Bootstrap::instance().thread_multiple()) {
+    background = false;
+    res.message = "MPI does not provide MPI_THREAD_MULTIPLE: the checkpoint was persisted "
+                  "synchronously";
+  }
+  if (opts.async && !async_ckpt_) async_ckpt_ = std::make_shared<AsyncCheckpointState>();
+
+  // Async: do we persist now? Rank 0's clock decides; the agreement is this save's first
+  // collective, so a save called on one rank only times out here.
+  if (opts.async) {
+    AsyncCheckpointState& st = *async_ckpt_;
+    double since = st.last_start ? std::chrono::duration<double>(Clock::now() - *st.last_start).count()
+                                 : 0.0;
+    bool due = opts.force || !st.last_start || since >= opts.min_interval_s;
+    if (c) {
+      Tensor t = Tensor::from_vector({rank == 0 && due ? 1.f : 0.f}, {1});
+      try {
+        c->all_reduce(t, comm::ReduceOp::max)->wait();
+      } catch (const CommError& e) {
+        throw CheckpointError(not_joined("begin", e.what()));
+      }
+      due = t.data<float>()[0] > 0.f;
+    }
+    if (!due) {
+      res.mode = SaveResult::Mode::skipped;
+      res.message = detail::str_cat(
+          "not persisted: ", rank == 0 ? std::to_string(static_cast<int64_t>(since)) : "some",
+          " s since the previous persist began, less than the persistent_time_interval of ",
+          opts.min_interval_s, " s");
+      res.blocked_ms = ms_since(t_call);
+      return res;
     }
   }
-  if (c) {
-    bool failed;
-    try {
-      failed = any_failed(*c, !err.empty());
-    } catch (const CommError& e) {
-      throw CheckpointError(detail::str_cat(
-          "save_checkpoint(", dir, ", ", tag, ") on rank ", rank, ": the other ranks did not join ",
-          "within ", s_.checkpoint_timeout_s, " s: save_checkpoint is collective and must be called on ",
-          "every rank (", e.what(), ")"));
-    }
-    if (failed && err.empty()) err = "rank 0 could not start the save (see its message)";
-  }
-  if (!err.empty()) throw CheckpointError("save_checkpoint: " + err);
+  // The previous persist must be complete first (tags and `latest` are published in order); this
+  // is the only time training waits for the disk.
+  if (async_ckpt_) res.previous = wait_checkpoint();
 
-  // Phase 2: every rank writes its range of every flat buffer.
+  // This rank's range of every flat buffer, borrowed (no copy): the weights ("params", in the
+  // model dtype), the fp32 master (mixed precision), the optimizer's state ("exp_avg", ...).
   const int64_t lo = std::min(part_.begin(), part_.numel), hi = std::min(part_.end(), part_.numel);
   const int64_t n = hi - lo;
   const int64_t opt_lo = s_.zero_stage == 0 ? 0 : part_.begin();  // start of the optimizer range
-  io::SafetensorsWriter w;
   const Tensor& P = model_params();
-  w.add("params", P.flat_view(lo, {n}));
-  std::vector<Tensor> keep_alive;
+  // The weights as the engine holds them: the whole padded flat buffer, or (stage 3) only this
+  // rank's partition, whose element 0 is flat element part_.begin().
+  const int64_t p_lo = P.numel() == part_.padded ? lo : lo - part_.begin();
+  io::SafetensorsWriter w;
+  w.add("params", P.flat_view(p_lo, {n}));
   if (mixed()) w.add("master", master_.flat_view(lo - opt_lo, {n}));
-  for (auto& [name, buf] : optimizer_->state()) {
-    keep_alive.push_back(Tensor::empty({n}));
-    std::memcpy(keep_alive.back().raw(), buf->data() + (lo - opt_lo), static_cast<size_t>(n) * 4);
-    w.add(name, keep_alive.back());
-  }
-  io::FileRecord rec, client_rec;
-  try {
-    rec = io::write_shard(dir, tag, rank, w);
-    if (rank == 0) client_rec = io::write_client_state(dir, tag, client_state_json);
-  } catch (const std::exception& e) {
-    err = e.what();
-  }
-  // Gather (size, checksum) of every shard; a failed rank sends zeros and the flag.
-  std::vector<uint64_t> recs(2 * world, 0);
-  bool failed = !err.empty();
-  if (c) {
-    failed = any_failed(*c, failed);
-    Tensor mine = Tensor::empty({4}, DType::i32), all = Tensor::empty({4 * world}, DType::i32);
-    uint64_t pair[2] = {rec.size, rec.checksum};
-    std::memcpy(mine.raw(), pair, 16);
-    c->all_gather(mine, all)->wait();
-    std::memcpy(recs.data(), all.raw(), 16 * static_cast<size_t>(world));
-  } else {
-    recs = {rec.size, rec.checksum};
-  }
-  if (failed) {
-    if (rank == 0) io::abort_save(dir, tag);
-    throw CheckpointError(err.empty() ? "save_checkpoint: another rank failed to write its shard "
-                                        "(see its message); the previous checkpoint is intact"
-                                      : "save_checkpoint: " + err);
-  }
+  for (auto& [name, buf] : optimizer_->state())
+    w.add(name, DType::f32, {n}, buf->data() + (lo - opt_lo));
 
-  // Phase 3: rank 0 writes the manifest and publishes the tag and `latest`.
+  io::PersistRequest req;
+  req.dir = dir;
+  req.tag = tag;
+  req.rank = rank;
+  req.world = world;
+  req.keep = opts.keep;
+  req.commit.save_latest = opts.save_latest;
+  req.write.on_progress = opts.on_write_progress;
   if (rank == 0) {
-    io::Manifest m;
-    m.tag = tag;
+    io::Manifest& m = req.manifest;
     m.global_step = global_step_;
-    m.world_size = world;
     m.zero_stage = s_.zero_stage;
     m.config_hash = opts.config_hash;
     m.dtypes = {{"params", P.dtype()}, {"optimizer", DType::f32}};
@@ -131,7 +225,6 @@ void Engine::save_checkpoint(const std::string& dir, const std::string& tag_in,
       uint64_t b = static_cast<uint64_t>(std::min(r * part_.size, part_.numel));
       uint64_t e = static_cast<uint64_t>(std::min((r + 1) * part_.size, part_.numel));
       m.partitions.push_back({r, {{"flat", b, e}}});
-      m.files.push_back({io::shard_file_name(r), recs[2 * r], recs[2 * r + 1]});
     }
     precision::LossScalerState ls = scaler_.state();
     json engine = {{"global_step", global_step_},   {"micro_step", micro_step_},
@@ -155,24 +248,52 @@ void Engine::save_checkpoint(const std::string& dir, const std::string& tag_in,
     for (nn::Parameter* p : model_.parameters())
       params.push_back({{"name", p->name}, {"shape", p->value.shape()}, {"offset", p->value.offset()}});
     m.metadata["parameters"] = params.dump();
-    m.files.push_back(client_rec);  // checksummed like the shards
-    io::CommitOptions co;
-    co.save_latest = opts.save_latest;
-    try {
-      io::commit_save(dir, m, co);
-      if (opts.keep > 0) io::apply_retention(dir, opts.keep);
-    } catch (const std::exception& e) {
-      err = e.what();
-      io::abort_save(dir, tag);
-    }
+    req.client_state_json = client_state_json;  // checksummed like the shards
   }
-  if (c && any_failed(*c, !err.empty()) && err.empty())
-    err = "rank 0 could not commit the checkpoint (see its message)";
-  if (!err.empty()) throw CheckpointError("save_checkpoint: " + err);
+
+  if (!background) {
+    req.shard = &w;
+    try {
+      io::persist_checkpoint(req, collectives_on(c, not_joined));
+    } catch (const CheckpointError& e) {
+      throw CheckpointError(std::string("save_checkpoint: ") + e.what());
+    }
+    res.mode = SaveResult::Mode::sync;
+    res.blocked_ms = ms_since(t_call);
+    return res;
+  }
+
+  // Asynchronous: snapshot, then persist on the background thread.
+  AsyncCheckpointState& st = *async_ckpt_;
+  if (c && !st.comm) {  // collective: every rank is here (the agreement above said so)
+    comm::CommOptions o;
+    // The background waits for the slowest rank's disk, not for a rank that may not have called.
+    o.timeout_s = std::max(600.0, 5 * s_.checkpoint_timeout_s);
+    st.comm = comm::make_mpi_communicator(o);
+  }
+  const auto t_snap = Clock::now();
+  st.snapshot.assign(w);
+  res.snapshot_ms = ms_since(t_snap);
+  req.shard = &st.snapshot.writer();
+  const double bg_timeout = st.comm ? st.comm->options().timeout_s : 0.0;
+  io::PersistCollectives pc = collectives_on(
+      st.comm.get(), [tag, rank, bg_timeout](const char* phase, const char* what) {
+        return detail::str_cat("background persist of '", tag, "' on rank ", rank,
+                               ": the other ranks did not agree within ", bg_timeout,
+                               " s after the ", phase, " phase (", what, ")");
+      });
+  st.tag = tag;
+  st.job.start([req = std::move(req), pc = std::move(pc)]() { return io::persist_checkpoint(req, pc); },
+               opts.writer_nice);
+  if (rank == 0) st.last_start = Clock::now();
+  res.mode = SaveResult::Mode::async;
+  res.blocked_ms = ms_since(t_call);
+  return res;
 }
 
 LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& tag_in,
                                    const LoadOptions& opts) {
+  wait_checkpoint();  // a background persist of ours finishes (and is published) first
   for (auto& w : pending_) w->wait();
   pending_.clear();
   LoadResult res;
@@ -219,20 +340,24 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
     }
   };
 
-  // Weights: every rank needs all of them.
+  // Weights: every rank needs all of them, except at stage 3 (its partition only).
   const bool has_master = m.dtypes.at("params") != DType::f32;  // a mixed-precision save
-  Tensor P = mixed() ? params16_ : params_;
-  read("params", 0, part_.numel, P.flat_view(0, {part_.numel}));
-  if (!mixed() && has_master && !opts.load_module_only)
-    read("master", 0, part_.numel, params_.flat_view(0, {part_.numel}));  // fp32 is finer
-  if (mixed()) precision::widen_to_f32(params16_, params_);
+  const int64_t wa = partitioned_params() ? std::min(part_.begin(), part_.numel) : 0;
+  const int64_t wb = partitioned_params() ? std::min(part_.end(), part_.numel) : part_.numel;
+  Tensor P = partitioned_params() ? part_params_.flat_view(wa - part_.begin(), {wb - wa})
+             : mixed()            ? params16_.flat_view(0, {wb})
+                                  : params_.flat_view(0, {wb});
+  read("params", wa, wb, P);
+  if (!mixed() && has_master && !opts.load_module_only) read("master", wa, wb, P);  // fp32 is finer
+  if (mixed() && !partitioned_params()) precision::widen_to_f32(params16_, params_);
 
   // Optimizer range of this rank.
   const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin();
   const int64_t hi = s_.zero_stage == 0 ? part_.padded : part_.end();
   const int64_t a = std::min(lo, part_.numel), b = std::min(hi, part_.numel);
   if (mixed()) {  // master from the checkpoint's fp32 master, else from its weights
-    ops::copy(params_.flat_view(lo, {hi - lo}), master_);
+    if (partitioned_params()) precision::widen_to_f32(part_params_, master_);
+    else ops::copy(params_.flat_view(lo, {hi - lo}), master_);
     if (has_master && opts.load_optimizer_states && !opts.load_module_only)
       read("master", a, b, master_.flat_view(0, {b - a}));
   }
@@ -261,7 +386,8 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
     if (opts.load_lr_scheduler_states) lr_iteration_ = engine.at("lr_iteration");
     last_lr_ = s_.scheduler->lr_at(lr_iteration_);
   }
-  ops::fill(grads_, 0.f);
+  zero_grads();
+  if (coord_) coord_->invalidate();  // gathered copies hold the old weights
   res.client_state = io::read_client_state(dir, res.tag);
   return res;
 }

@@ -17,8 +17,8 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     : model_(model), s_(std::move(settings)), comm_(comm) {
   ZT_CHECK(s_.scheduler, "Engine: no learning-rate schedule given");
   ZT_CHECK(s_.gradient_accumulation_steps >= 1, "Engine: gradient_accumulation_steps must be >= 1");
-  ZT_CHECK(s_.zero_stage >= 0 && s_.zero_stage <= 2, "Engine: ZeRO stage ", s_.zero_stage,
-           " is not supported yet (stages 0, 1 and 2 are)");
+  ZT_CHECK(s_.zero_stage >= 0 && s_.zero_stage <= 3, "Engine: ZeRO stage ", s_.zero_stage,
+           " does not exist (stages are 0, 1, 2 and 3)");
   int world = comm_ ? comm_->world() : 1, rank = comm_ ? comm_->rank() : 0;
 
   // One flat buffer for all parameters and one for all gradients, in the model's canonical order,
@@ -98,6 +98,8 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     if (s_.model_dtype == DType::f16) scaler_ = precision::LossScaler(s_.loss_scaler);
   }
   if (grads16()) {
+    ZT_CHECK(s_.zero_stage < 3, "Engine: 16-bit gradients (grad_accum_dtype) at stage 3 are not ",
+             "supported yet: stage 3 reduces and accumulates gradients in fp32");
     ZT_CHECK(mixed() && s_.grad_dtype == s_.model_dtype, "Engine: gradients in ",
              dtype_name(s_.grad_dtype), " need ", dtype_name(s_.grad_dtype), " model weights");
     ZT_CHECK(s_.zero_stage < 2 || s_.reduce_scatter, "Engine: 16-bit gradients at stage 2 need ",
@@ -123,7 +125,62 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   }
   ranges.back().second = part_.padded;
   buckets_ = plan_buckets(ranges, s_.reduce_bucket_size);
+  if (s_.zero_stage == 3) init_stage3(ps, ranges);
   last_lr_ = s_.scheduler->lr_at(0);
+}
+
+// Stage 3: keep this rank's partition of the weights (and the gradient partition), hand the
+// units to the coordinator, and let go of the whole-model buffers. (The full buffers exist during
+// construction only, to start every rank from rank 0's weights; DeepSpeed's zero.Init avoids even
+// that by partitioning as the model is built.)
+void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
+                         const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  const Tensor& full = mixed() ? params16_ : params_;
+  part_params_ = full.flat_view(part_.begin(), {part_.size}).clone();
+  part_grads_ = Tensor::zeros({part_.size});
+  const int L = model_.num_units() - 2;
+  std::vector<Stage3Unit> units(ranges.size());
+  for (int u = 0; u < model_.num_units(); ++u) {
+    Stage3Unit& su = units[u];
+    su.name = u == 0 ? "embeddings" : u == L + 1 ? "head" : "block " + std::to_string(u - 1);
+    su.lo = ranges[u].first;
+    su.hi = ranges[u].second;
+    for (nn::Parameter* p : model_.unit_parameters(u)) {
+      su.params.push_back(p);
+      su.offsets.push_back(p->value.offset());
+      su.shapes.push_back(p->value.shape());
+    }
+  }
+  // The tied head reads the token embedding (unit 0's weight) in forward and adds to its gradient
+  // in backward.
+  if (model_.config().tie_weights) units[L + 1].also.push_back(0);
+  (void)ps;
+  Stage3Options o;
+  o.prefetch_bucket_size = s_.stage3_prefetch_bucket_size;
+  o.max_live_parameters = s_.stage3_max_live_parameters;
+  o.max_reuse_distance = s_.stage3_max_reuse_distance;
+  o.param_persistence_threshold = s_.stage3_param_persistence_threshold;
+  o.model_persistence_threshold = s_.stage3_model_persistence_threshold;
+  o.overlap_comm = s_.overlap_comm;
+  o.model_dtype = s_.model_dtype;
+  std::unique_ptr<comm::Communicator> check;
+  if (comm_ && part_.world > 1) {
+    // The order check runs inline on the caller's thread on a communicator of its own: it never
+    // waits behind the gradient reductions queued on comm_.
+    comm::CommOptions co = comm_->options();
+    co.threaded = false;
+    check = comm::make_mpi_communicator(co);
+  }
+  coord_ = std::make_unique<ParamCoordinator>(std::move(units), part_, part_params_, part_grads_,
+                                              comm_, std::move(check), o);
+  params_ = Tensor();
+  grads_ = Tensor();
+  params16_ = Tensor();
+}
+
+void Engine::zero_grads() {
+  if (grads_.defined()) ops::fill(grads_, 0.f);
+  if (s_.zero_stage == 3) ops::fill(part_grads_, 0.f);
 }
 
 Engine::~Engine() {
@@ -147,17 +204,24 @@ Timings Engine::take_timings() {
 
 float Engine::forward(const Tensor& ids, const Tensor& targets) {
   auto t0 = std::chrono::steady_clock::now();
-  float loss = model_.forward(ids, targets);
+  if (coord_) coord_->begin_forward();
+  float loss = model_.forward(ids, targets, coord_ ? this : nullptr);
   timings_.forward += ms_since(t0);
   if (trace_) trace_->span(io::TraceTrack::kCompute, "forward", t0, std::chrono::steady_clock::now());
   return loss;
+}
+
+float Engine::evaluate(const Tensor& ids, const Tensor& targets) {
+  if (coord_) coord_->begin_forward();
+  return model_.forward(ids, targets, coord_ ? this : nullptr);
 }
 
 void Engine::backward() {
   auto t0 = std::chrono::steady_clock::now();
   boundary_ = (micro_step_ + 1) % s_.gradient_accumulation_steps == 0;
   launched_ = 0;
-  bool reduce = boundary_ && comm_ && part_.world > 1;
+  // Stage 3 reduces every micro-batch, unit by unit, from the hooks (zero/stage3.h).
+  bool reduce = boundary_ && comm_ && part_.world > 1 && !coord_;
   // 1-bit optimizers after their warm-up take the local gradient and communicate themselves.
   reduce = reduce && !optimizer_->reduces_own_gradients();
   launch_in_hooks_ = reduce && s_.overlap_comm;
@@ -165,7 +229,8 @@ void Engine::backward() {
   // fp16 the loss scale multiplies in here (the gradients stay scaled until the step).
   const float dloss =
       static_cast<float>(scaler_.scale() / static_cast<double>(s_.gradient_accumulation_steps));
-  model_.backward(dloss, launch_in_hooks_ || trace_ ? this : nullptr);
+  model_.backward(dloss, launch_in_hooks_ || trace_ || coord_ ? this : nullptr);
+  if (coord_) coord_->end_backward();
   if (reduce) {
     // Without overlap, every bucket goes after backward; with it, the hooks launched them.
     for (int64_t i = launched_; i < static_cast<int64_t>(buckets_.buckets.size()); ++i)
@@ -175,12 +240,32 @@ void Engine::backward() {
   timings_.backward += ms_since(t0);
 }
 
-void Engine::before_backward(int unit) { unit_begin_ = std::chrono::steady_clock::now(); }
+void Engine::before_forward(int unit) {
+  if (coord_) coord_->acquire(unit, Stage3Phase::forward);
+}
+void Engine::after_forward(int unit) {
+  if (coord_) coord_->release(unit, Stage3Phase::forward);
+}
+void Engine::before_recompute(int unit) {
+  if (coord_) coord_->acquire(unit, Stage3Phase::recompute);
+}
+void Engine::after_recompute(int unit) {
+  if (coord_) coord_->release(unit, Stage3Phase::recompute);
+}
+
+void Engine::before_backward(int unit) {
+  if (coord_) coord_->acquire(unit, Stage3Phase::backward);
+  unit_begin_ = std::chrono::steady_clock::now();
+}
 
 void Engine::after_backward(int unit) {
   if (trace_)
     trace_->span(io::TraceTrack::kCompute, "backward unit " + std::to_string(unit), unit_begin_,
                  std::chrono::steady_clock::now());
+  if (coord_) {
+    coord_->release(unit, Stage3Phase::backward);
+    return;
+  }
   if (!launch_in_hooks_) return;
   // Buckets are in launch order; launch every one whose ready unit has now finished.
   while (launched_ < static_cast<int64_t>(buckets_.buckets.size()) &&

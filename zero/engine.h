@@ -11,7 +11,11 @@
 //            bytes per parameter of fp32 training); gradients are all-reduced, rank r updates its
 //            partition, and the updated partitions are all-gathered into every rank's parameters;
 //   stage 2  as stage 1, but gradients are reduce-scattered: rank r receives the averaged
-//            gradient of its partition only (zero/buckets.h has the bucketing and the overlap).
+//            gradient of its partition only (zero/buckets.h has the bucketing and the overlap);
+//   stage 3  as stage 2, but the parameters are partitioned too: rank r keeps only partition r of
+//            the weights, and each unit's parameters are gathered before it runs and released
+//            after (zero/stage3.h: the coordinator, prefetch, persistence, the order check); each
+//            unit's gradient is reduce-scattered right after its backward, every micro-batch.
 // `step()` is called after every micro-batch, as in DeepSpeed, and acts only at the end of each
 // `gradient_accumulation_steps` window: wait for the reductions, global gradient norm (one
 // all-reduce of the partitions' squared sums), clipping, the optimizer on this rank's partition,
@@ -33,7 +37,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/nn/gpt.h"
@@ -43,6 +49,7 @@
 #include "precision/loss_scaler.h"
 #include "zero/buckets.h"
 #include "zero/partition.h"
+#include "zero/stage3.h"
 
 namespace zt::comm {
 class Communicator;
@@ -50,6 +57,8 @@ class Work;
 }
 
 namespace zt::zero {
+
+struct AsyncCheckpointState;  // zero/checkpoint.cpp
 
 // What the engine needs, already resolved from the config (zero/settings.cpp does that).
 struct EngineSettings {
@@ -79,6 +88,12 @@ struct EngineSettings {
   bool reduce_scatter = true;      // stage 2: native reduce-scatter (false: all-reduce, keep own)
   bool allgather_partitions = true;  // all-gather (true) or one broadcast per rank (false)
   int64_t allgather_bucket_size = 500'000'000;
+  // Stage 3 (zero/stage3.h; DeepSpeed's stage3_* keys, in elements).
+  int64_t stage3_prefetch_bucket_size = 50'000'000;
+  int64_t stage3_max_live_parameters = 1'000'000'000;
+  int64_t stage3_max_reuse_distance = 1'000'000'000;
+  int64_t stage3_param_persistence_threshold = 100'000;
+  int64_t stage3_model_persistence_threshold = INT64_MAX;
   // A checkpoint save waits this long for the other ranks to join before failing (a save called
   // on one rank only must not hang the job).
   double checkpoint_timeout_s = 120;
@@ -89,6 +104,19 @@ struct SaveOptions {
   bool save_latest = true;      // point `latest` at the new tag
   int keep = 0;                 // keep this many newest intact tags (0: all)
   std::string config_hash;      // stored in the manifest (io::content_hash of the config)
+  // Asynchronous persistence (checkpoint.async, nebula_config; zero/checkpoint.cpp): the save
+  // copies this rank's ranges into host memory and returns; a background thread with its own
+  // communicator persists them with the same atomic protocol. Training waits only when the
+  // previous persist is still running (SaveResult::previous.wait_ms).
+  bool async = false;
+  // Nebula's persistent_time_interval: an async save requested less than this many seconds after
+  // the previous persist began (rank 0's clock, agreed by all ranks) is skipped, unless `force`
+  // (the final save, a signal's save).
+  double min_interval_s = 0;
+  bool force = false;
+  int writer_nice = 10;  // the background thread's lower CPU priority (0: same as training)
+  // Test hook: called by the shard writer after each chunk (bytes written, shard size).
+  std::function<void(uint64_t, uint64_t)> on_write_progress;
 };
 struct LoadOptions {
   bool load_optimizer_states = true;     // fp32 master, Adam's m and v, optimizer step
@@ -100,6 +128,23 @@ struct LoadResult {
   std::string client_state;  // the JSON text given to save_checkpoint
   std::string message;       // set when `latest` was missing or damaged and an older tag loaded
   int saved_world_size = 0, saved_stage = 0;
+};
+// A background persist collected by wait_checkpoint() (or by the next save). tag empty: none was
+// pending.
+struct CheckpointWait {
+  std::string tag;
+  double wait_ms = 0;     // how long the caller blocked for it (0 when it had already finished)
+  double persist_ms = 0;  // how long the persist ran (begin_save to the last agreement)
+  uint64_t bytes = 0;     // rank 0: bytes of the tag; other ranks: their shard
+};
+struct SaveResult {
+  enum class Mode { sync, async, skipped };
+  std::string tag;
+  Mode mode = Mode::sync;
+  double snapshot_ms = 0;  // async: copying this rank's ranges into host memory
+  double blocked_ms = 0;   // how long save_checkpoint held training (wait + snapshot, or the save)
+  CheckpointWait previous;  // the previous background persist, collected by this save
+  std::string message;      // skipped: why; or a note (async fell back to synchronous)
 };
 
 // Where a step's time went (wall_clock_breakdown), in milliseconds, summed since the last
@@ -116,14 +161,22 @@ class Engine : private nn::BlockHooks {
   ~Engine() override;
 
   float forward(const Tensor& ids, const Tensor& targets);  // returns the (unscaled) loss
+  // A forward for evaluation or sampling (no backward follows; not counted in the timings). At
+  // stage 3 it gathers each unit as training does; model().logits() holds the result.
+  float evaluate(const Tensor& ids, const Tensor& targets);
   void backward();  // gradients of loss / gradient_accumulation_steps, accumulated
   bool step();      // true when this micro-step closed a window and updated the weights
 
   // Saves the whole training state under <dir>/<tag> (tag "" = "global_step<N>"), every rank
   // writing its own shard in parallel; visible only once complete (io/checkpoint_store.h).
   // Collective: every rank must call it. client_state_json: the caller's own state (data position).
-  void save_checkpoint(const std::string& dir, const std::string& tag = "",
-                       const std::string& client_state_json = "{}", const SaveOptions& opts = {});
+  SaveResult save_checkpoint(const std::string& dir, const std::string& tag = "",
+                             const std::string& client_state_json = "{}",
+                             const SaveOptions& opts = {});
+  // Blocks until the background persist (SaveOptions::async) is durable and published; rethrows
+  // its CheckpointError. Collective when one is pending (all ranks started it). Call before exit.
+  CheckpointWait wait_checkpoint();
+  bool checkpoint_persisting() const;  // a background persist is running
   // Loads <dir>/<tag> (tag "" = latest, falling back to the newest intact tag). Works across world
   // sizes and ZeRO stages: the checkpoint stores each rank's contiguous range of the flat buffers
   // and every rank reads the ranges it now owns. Collective.
@@ -136,6 +189,9 @@ class Engine : private nn::BlockHooks {
   Timings take_timings();
 
   nn::GPT& model() { return model_; }
+  // The engine as the model's hooks, for code that drives the units itself (and for tests of the
+  // stage-3 order check). nn::GPT's forward/backward through the engine call them already.
+  nn::BlockHooks& hooks() { return *this; }
   const EngineSettings& settings() const { return s_; }
   const Partition& partition() const { return part_; }
   int rank() const { return part_.rank; }
@@ -151,7 +207,13 @@ class Engine : private nn::BlockHooks {
   int64_t lr_iteration() const { return lr_iteration_; }  // updates applied (skips excluded)
   bool mixed() const { return s_.model_dtype != DType::f32; }
   bool grads16() const { return s_.grad_dtype != DType::f32; }
-  const Tensor& model_params() const { return mixed() ? params16_ : params_; }
+  // The model's weights in the model dtype: the whole padded flat buffer at stages 0-2, this
+  // rank's partition only at stage 3 (element i is flat element partition().begin() + i).
+  const Tensor& model_params() const {
+    return s_.zero_stage == 3 ? part_params_ : mixed() ? params16_ : params_;
+  }
+  bool partitioned_params() const { return s_.zero_stage == 3; }
+  const ParamCoordinator* coordinator() const { return coord_.get(); }
   int64_t num_parameters() const { return part_.numel; }  // unpadded
   const Tensor& flat_params() const { return params_; }  // padded length
   const Tensor& flat_grads() const { return grads_; }
@@ -164,15 +226,23 @@ class Engine : private nn::BlockHooks {
   // master, m, v). Stage 1 divides the optimizer term by N, stage 2 also the gradient term.
   struct MemoryBytes {
     int64_t params = 0, grads = 0, optimizer = 0;
-    int64_t workspace = 0;  // not model state: the f32 compute copy of 16-bit weights on the CPU
+    // Not model state: the f32 compute copy of 16-bit weights on the CPU; at stage 3 the peak of
+    // the coordinator's pool (gathered units and unit gradients in flight).
+    int64_t workspace = 0;
     int64_t total() const { return params + grads + optimizer; }
   };
   MemoryBytes model_state_bytes() const;
   MemoryBytes model_state_formula() const;
 
  private:
-  void before_backward(int unit) override;  // BlockHooks: timeline
+  void before_forward(int unit) override;    // BlockHooks: stage 3 gathers the unit
+  void after_forward(int unit) override;     // stage 3 releases it
+  void before_recompute(int unit) override;  // activation checkpointing under stage 3
+  void after_recompute(int unit) override;
+  void before_backward(int unit) override;  // BlockHooks: timeline; stage 3 gathers the unit
   void after_backward(int unit) override;  // BlockHooks: launch the buckets this unit completed
+  void init_stage3(const std::vector<nn::Parameter*>& ps, const std::vector<std::pair<int64_t, int64_t>>& ranges);
+  void zero_grads();
   void launch_bucket(const Bucket& b);
   void gather_parameters();
 
@@ -187,6 +257,8 @@ class Engine : private nn::BlockHooks {
   BucketPlan buckets_;
   Tensor params_, grads_;   // flat fp32, padded: every parameter/gradient is a view into these
   Tensor params16_;         // mixed precision: the model's weights in model_dtype (padded)
+  Tensor part_params_;      // stage 3: this rank's partition of the weights, in model_dtype
+  std::unique_ptr<ParamCoordinator> coord_;  // stage 3
   Tensor master_;           // mixed precision: fp32 master weights of the optimizer's range
   Tensor part_grads_;       // stage 2: this rank's reduced gradient partition (grad_dtype)
   Tensor grads16_;          // 16-bit grad_dtype, stages 0/1: the reduced gradients (padded)
@@ -199,6 +271,9 @@ class Engine : private nn::BlockHooks {
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::vector<std::shared_ptr<comm::Work>> pending_;  // launched reductions
   std::unique_ptr<comm::Communicator> ckpt_comm_;
+  // Asynchronous checkpoints (zero/checkpoint.cpp): the background job, its own communicator and
+  // the reused snapshot; created at the first async save. Owns nothing of the engine's.
+  std::shared_ptr<AsyncCheckpointState> async_ckpt_;
   bool boundary_ = false;   // the current backward closes an accumulation window
   bool launch_in_hooks_ = false;  // overlap_comm: buckets launch from after_backward
   io::TraceRecorder* trace_ = nullptr;

@@ -26,6 +26,7 @@ Tensor Engine::own_grads() {
     precision::widen_to_f32(g16, grad_scratch_);
     return grad_scratch_;
   }
+  if (s_.zero_stage == 3) return part_grads_;  // reduced unit by unit (zero/stage3.cpp)
   if (s_.zero_stage == 0) return grads_;
   if (s_.zero_stage == 2 && part_.world > 1) {
     if (!s_.reduce_scatter) ops::copy(grads_.flat_view(part_.begin(), {part_.size}), part_grads_);
@@ -55,6 +56,7 @@ bool Engine::step() {
   auto t_wait = std::chrono::steady_clock::now();
   for (auto& w : pending_) w->wait();
   pending_.clear();
+  if (coord_) coord_->finish_reductions();
   timings_.reduce_wait += std::chrono::duration<double, std::milli>(
                               std::chrono::steady_clock::now() - t_wait).count();
   ++timings_.windows;
@@ -79,7 +81,7 @@ bool Engine::step() {
       // DeepSpeed: a skipped step moves neither the weights nor the learning-rate schedule.
       last_skipped_ = true;
       last_grad_norm_ = NAN;
-      ops::fill(grads_, 0.f);
+      zero_grads();
       return true;
     }
   }
@@ -97,18 +99,24 @@ bool Engine::step() {
     ZT_CHECK(optimizer_->set_betas(static_cast<float>(*mom), static_cast<float>(optim::kCycledBeta2)),
              "the schedule cycles momentum but optimizer ", optimizer_->name(), " has no betas");
   const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin();
-  float* w = mixed() ? master_.data<float>() : params_.data<float>() + lo;
+  // Stage 3: fp32 weights are their own master, and the partition is all this rank has of them.
+  float* w = mixed() ? master_.data<float>()
+             : coord_ ? part_params_.data<float>()
+                      : params_.data<float>() + lo;
   optimizer_->step(w, g.data<float>(), g.numel(), segments_, static_cast<float>(last_lr_));
   ++lr_iteration_;
-  ops::fill(grads_, 0.f);
+  zero_grads();
   if (mixed()) {  // round the updated master range into the 16-bit model weights
-    Tensor dst = params16_.flat_view(lo, {master_.numel()});
+    Tensor dst = coord_ ? part_params_ : params16_.flat_view(lo, {master_.numel()});
     precision::copy_master_to_model(master_, dst);
   }
   auto t_gather = std::chrono::steady_clock::now();
   timings_.step += std::chrono::duration<double, std::milli>(t_gather - t_step).count();
-  if (s_.zero_stage > 0 && comm_ && part_.world > 1) gather_parameters();
-  if (mixed()) precision::widen_to_f32(params16_, params_);  // the compute copy
+  // Stages 1-2 all-gather the updated partitions; stage 3 leaves them partitioned, and every
+  // gathered copy is now stale.
+  if (coord_) coord_->invalidate();
+  else if (s_.zero_stage > 0 && comm_ && part_.world > 1) gather_parameters();
+  if (mixed() && !coord_) precision::widen_to_f32(params16_, params_);  // the compute copy
   auto t_end = std::chrono::steady_clock::now();
   timings_.allgather += std::chrono::duration<double, std::milli>(t_end - t_gather).count();
   if (trace_) trace_->span(io::TraceTrack::kCompute, "step", t_step, t_end);
@@ -153,6 +161,15 @@ void Engine::gather_parameters() {
 
 Engine::MemoryBytes Engine::model_state_bytes() const {
   MemoryBytes m;
+  if (coord_) {  // stage 3: partitions only; the gathered units are workspace
+    m.params = static_cast<int64_t>(part_params_.nbytes());
+    m.grads = static_cast<int64_t>(part_grads_.nbytes());
+    m.workspace = coord_->pool_peak_bytes();
+    if (master_.defined()) m.optimizer += static_cast<int64_t>(master_.nbytes());
+    for (auto& [name, buf] : const_cast<optim::Optimizer&>(*optimizer_).state())
+      m.optimizer += static_cast<int64_t>(buf->size() * sizeof(float));
+    return m;
+  }
   m.params = static_cast<int64_t>(model_params().nbytes());
   if (mixed()) m.workspace = static_cast<int64_t>(params_.nbytes());
   // f32 gradients are the gradient state; with a 16-bit grad_dtype the f32 buffer is the CPU
@@ -177,8 +194,11 @@ Engine::MemoryBytes Engine::model_state_formula() const {
   const double psi = static_cast<double>(part_.numel), n = part_.world;
   const double wb = mixed() ? 2 : 4, k = mixed() ? 12 : 8;
   MemoryBytes m;
-  m.params = static_cast<int64_t>(wb * psi);
-  m.grads = static_cast<int64_t>(s_.zero_stage >= 2 ? wb * psi / n : wb * psi);
+  // Stage 3 divides all three terms by N. (zerotrain's stage 3 accumulates gradients in fp32:
+  // 4 psi / N of them with mixed precision where the paper counts 2 psi / N.)
+  m.params = static_cast<int64_t>(s_.zero_stage == 3 ? wb * psi / n : wb * psi);
+  m.grads = static_cast<int64_t>(s_.zero_stage == 3 ? 4 * psi / n
+                                 : s_.zero_stage == 2 ? wb * psi / n : wb * psi);
   m.optimizer = static_cast<int64_t>(s_.zero_stage >= 1 ? k * psi / n : k * psi);
   return m;
 }

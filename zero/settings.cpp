@@ -14,7 +14,26 @@ namespace {
 
 void check_supported(const io::Config& c) {
   ZT_ASSERT(c.world_size > 0, "check_supported before resolve_batch_sizes");
-  if (c.zero.stage > 2) not_yet("zero_optimization.stage", "ZeRO stage " + std::to_string(c.zero.stage));
+  if (c.zero.stage > 3)
+    throw ConfigError("config key `zero_optimization.stage`: " + std::to_string(c.zero.stage) +
+                      " is not a ZeRO stage (0, 1, 2 or 3)");
+  if (c.zero.offload_param.enabled() && c.zero.stage < 3)
+    throw ConfigError("config key `zero_optimization.offload_param`: parameter offload needs ZeRO "
+                      "stage 3 (parameters are partitioned only there), but stage is " +
+                      std::to_string(c.zero.stage) + "; set zero_optimization.stage: 3 or remove it");
+  if (c.zero.stage == 3) {
+    if (c.zero.stage3_use_all_reduce_for_fetch_params)
+      not_yet("zero_optimization.stage3_use_all_reduce_for_fetch_params",
+              "fetching parameters with an all-reduce");
+    if (!c.zero.reduce_scatter)
+      throw ConfigError("config key `zero_optimization.reduce_scatter`: false asks for all-reduced "
+                        "gradients, but stage 3 always reduce-scatters them into the partitions; "
+                        "remove the key or use stage 2");
+    if (c.data_types.grad_accum_dtype == io::DTypeName::kFp16 ||
+        c.data_types.grad_accum_dtype == io::DTypeName::kBf16)
+      not_yet("data_types.grad_accum_dtype", "16-bit gradient accumulation at ZeRO stage 3 (stage 3 "
+              "reduces and accumulates gradients in fp32)");
+  }
   if (c.fp16.enabled && c.bf16.enabled)
     throw ConfigError("config keys `fp16.enabled` and `bf16.enabled`: both are true; choose one");
   if (c.bf16.immediate_grad_update) not_yet("bf16.immediate_grad_update", "immediate gradient updates");
@@ -27,7 +46,14 @@ void check_supported(const io::Config& c) {
   if (c.scheduler.last_batch_iteration != -1)
     not_yet("scheduler.params.last_batch_iteration", "starting a schedule mid-way");
   if (c.comms_logger.debug) not_yet("comms_logger.debug", "the comms logger's debug mode");
-  if (c.nebula.enabled) not_yet("nebula_config.enabled", "asynchronous persistence");
+  // nebula_config: asynchronous persistence to persistent_storage_path (apps/zerotrain/train.cpp,
+  // zero/checkpoint.cpp). checkpoint.dir is then only where enable_nebula_load: false resumes from.
+  if (c.nebula.enabled && c.nebula.enable_nebula_load && !c.checkpoint.dir.empty() &&
+      c.checkpoint.dir != c.nebula.persistent_storage_path)
+    throw ConfigError("config key `checkpoint.dir`: with nebula_config.enabled, checkpoints are "
+                      "saved to nebula_config.persistent_storage_path and resumed from its "
+                      "load_path; leave checkpoint.dir empty, or set "
+                      "nebula_config.enable_nebula_load: false to resume from checkpoint.dir");
   // Activation checkpointing (nn::GPTConfig::checkpoint_activations): model.checkpoint_activations
   // turns it on, the activation_checkpointing block tunes it (as in DeepSpeed, where the block
   // configures the checkpointing library and the model decides to call it).
@@ -42,7 +68,6 @@ void check_supported(const io::Config& c) {
   }
   if (c.model.dropout != 0.0) not_yet("model.dropout", "dropout");
   if (c.device == io::Device::kCuda) not_yet("device", "device `cuda` (the CUDA backend of the ops)");
-  if (c.checkpoint.async) not_yet("checkpoint.async", "asynchronous checkpoint persistence");
   if (c.checkpoint.load_universal) not_yet("checkpoint.load_universal", "universal checkpoints");
   if (c.checkpoint.use_node_local_storage)
     not_yet("checkpoint.use_node_local_storage", "node-local checkpoint storage");
@@ -66,6 +91,27 @@ void check_supported(const io::Config& c) {
 std::vector<std::string> config_notices(const io::Config& c) {
   std::vector<std::string> out;
   onebit_notices(c, out);  // 1-bit optimizers: cuda_aware, comm_backend_name (zero/onebit.h)
+  if (c.zero.stage == 3) {
+    const io::ZeroConfig d;
+    if (c.zero.allgather_bucket_size != d.allgather_bucket_size ||
+        c.zero.allgather_partitions != d.allgather_partitions)
+      out.push_back(
+          "zero_optimization.allgather_bucket_size / allgather_partitions: no effect at stage 3, "
+          "which gathers each unit's parameters before use (stage3_prefetch_bucket_size sets how "
+          "much is gathered ahead)");
+    if (c.zero.stage3_module_granularity_threshold != d.stage3_module_granularity_threshold)
+      out.push_back(
+          "zero_optimization.stage3_module_granularity_threshold: no effect: zerotrain already "
+          "fetches whole units (embeddings, each block, the head), one collective each");
+  } else {
+    const io::ZeroConfig d;
+    if (c.zero.stage3_prefetch_bucket_size != d.stage3_prefetch_bucket_size ||
+        c.zero.stage3_param_persistence_threshold != d.stage3_param_persistence_threshold ||
+        c.zero.stage3_max_live_parameters != d.stage3_max_live_parameters ||
+        c.zero.stage3_max_reuse_distance != d.stage3_max_reuse_distance)
+      out.push_back("zero_optimization.stage3_*: no effect at stage " + std::to_string(c.zero.stage) +
+                    " (they tune stage 3's parameter gathering)");
+  }
   const io::ActivationCheckpointingConfig& a = c.activation_checkpointing;
   if (!c.model.checkpoint_activations) {
     if (a != io::ActivationCheckpointingConfig{})
@@ -116,6 +162,11 @@ EngineSettings engine_settings(const io::Config& c) {
   s.reduce_scatter = c.zero.reduce_scatter;
   s.allgather_partitions = c.zero.allgather_partitions;
   s.allgather_bucket_size = c.zero.allgather_bucket_size;
+  s.stage3_prefetch_bucket_size = c.zero.stage3_prefetch_bucket_size;
+  s.stage3_max_live_parameters = c.zero.stage3_max_live_parameters;
+  s.stage3_max_reuse_distance = c.zero.stage3_max_reuse_distance;
+  s.stage3_param_persistence_threshold = c.zero.stage3_param_persistence_threshold;
+  s.stage3_model_persistence_threshold = c.zero.stage3_model_persistence_threshold;
   const io::OptimizerConfig& o = c.optimizer;
   s.adam.beta1 = static_cast<float>(o.beta1);
   s.adam.beta2 = static_cast<float>(o.beta2);

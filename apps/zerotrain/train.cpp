@@ -88,13 +88,15 @@ double eval_loss(zero::Engine& engine, const io::TokenStream& val, const io::Con
   double sum = 0.0;
   for (int64_t i = 0; i < cfg.training.eval_batches; ++i) {
     s.next(ids, tgt);
-    sum += engine.model().forward(ids, tgt);
+    sum += engine.evaluate(ids, tgt);
   }
   return sum / static_cast<double>(cfg.training.eval_batches);
 }
 
 // Sample `n` bytes from the model after a prompt (temperature 0.8, seeded: reproducible).
-std::string sample_text(nn::GPT& model, const std::string& prompt, int n, uint64_t seed) {
+// At ZeRO stage 3 every rank must run it (each forward gathers the units collectively).
+std::string sample_text(zero::Engine& engine, const std::string& prompt, int n, uint64_t seed) {
+  nn::GPT& model = engine.model();
   const int T = model.config().seq_len, V = model.config().vocab_size;
   std::vector<int32_t> ctx(prompt.begin(), prompt.end());
   std::mt19937_64 rng(seed);
@@ -104,7 +106,7 @@ std::string sample_text(nn::GPT& model, const std::string& prompt, int n, uint64
     Tensor ids = Tensor::empty({1, t}, DType::i32), tgt = Tensor::empty({1, t}, DType::i32);
     std::copy(ctx.end() - t, ctx.end(), ids.data<int32_t>());
     std::fill_n(tgt.data<int32_t>(), t, -1);
-    model.forward(ids, tgt);
+    engine.evaluate(ids, tgt);
     const float* logits = model.logits().data<float>() + (t - 1) * V;
     std::vector<double> p(V);
     double mx = *std::max_element(logits, logits + V), sum = 0.0;
@@ -187,7 +189,8 @@ int run_train(const TrainOptions& opt) {
       std::printf("  comm      mpi, buckets of %lld elements (%zu), overlap_comm %s, %s\n",
                   static_cast<long long>(engine.settings().reduce_bucket_size),
                   engine.buckets().buckets.size(), cfg.zero.overlap_comm ? "on" : "off",
-                  cfg.zero.stage == 2 && cfg.zero.reduce_scatter ? "reduce-scatter"
+                  cfg.zero.stage == 3 ? "reduce-scatter per unit, parameters gathered per unit"
+                  : cfg.zero.stage == 2 && cfg.zero.reduce_scatter ? "reduce-scatter"
                                                                   : "all-reduce");
     std::printf("  precision weights %s, master/optimizer fp32, gradients accumulate in fp32%s\n",
                 dtype_name(engine.model_params().dtype()),
@@ -199,7 +202,8 @@ int run_train(const TrainOptions& opt) {
                 human_bytes(ms.params).c_str(), human_bytes(ms.grads).c_str(),
                 human_bytes(ms.optimizer).c_str(), human_bytes(mf.params).c_str(),
                 human_bytes(mf.grads).c_str(), human_bytes(mf.optimizer).c_str(),
-                ms.workspace ? "; f32 compute copy " : "",
+                !ms.workspace ? "" : engine.partitioned_params() ? "; gathered-unit pool peak "
+                                                                 : "; f32 compute copy ",
                 ms.workspace ? human_bytes(ms.workspace).c_str() : "");
     std::fflush(stdout);
   }
@@ -212,14 +216,23 @@ int run_train(const TrainOptions& opt) {
 
   // Checkpoints: checkpoint.dir (or the --resume folder) holds the tags. Resume from its latest
   // intact tag with --resume, or when checkpoint.resume is set and the folder has one.
-  std::string ckpt_dir = cfg.checkpoint.dir;
+  // nebula_config (DeepSpeed's Nebula): saves persist in the background to persistent_storage_path,
+  // at most one per persistent_time_interval seconds (final and signal saves always), keeping
+  // num_of_version_in_retention versions; resume reads load_path (default the storage path) when
+  // enable_nebula_load, else checkpoint.dir. checkpoint.async: background persists to checkpoint.dir.
+  const io::NebulaConfig& neb = cfg.nebula;
+  std::string ckpt_dir = neb.enabled ? neb.persistent_storage_path : cfg.checkpoint.dir;
+  const std::string auto_dir = !neb.enabled            ? ckpt_dir
+                               : !neb.enable_nebula_load ? cfg.checkpoint.dir
+                               : neb.load_path.empty()   ? neb.persistent_storage_path
+                                                         : neb.load_path;
   if (!opt.resume.empty() && opt.resume != "auto") {
     if (ckpt_dir.empty()) ckpt_dir = opt.resume;  // keep saving where we resumed from
   }
-  ZT_CHECK_CONFIG(opt.resume != "auto" || !ckpt_dir.empty(), "checkpoint.dir",
+  ZT_CHECK_CONFIG(opt.resume != "auto" || !auto_dir.empty(), "checkpoint.dir",
                   "--resume auto needs checkpoint.dir (or give --resume a folder)");
-  const std::string load_dir = (!opt.resume.empty() && opt.resume != "auto") ? opt.resume : ckpt_dir;
-  bool want_resume = !opt.resume.empty() || (cfg.checkpoint.resume && !ckpt_dir.empty());
+  const std::string load_dir = (!opt.resume.empty() && opt.resume != "auto") ? opt.resume : auto_dir;
+  bool want_resume = !opt.resume.empty() || (cfg.checkpoint.resume && !auto_dir.empty());
   int64_t start_step = 0;
   if (want_resume) {
     bool exists = !io::list_tags(load_dir).empty();
@@ -241,17 +254,46 @@ int run_train(const TrainOptions& opt) {
     }
   }
   zero::SaveOptions save_opts;
-  save_opts.keep = cfg.checkpoint.keep;
+  save_opts.keep = neb.enabled ? static_cast<int>(neb.num_of_version_in_retention) : cfg.checkpoint.keep;
   save_opts.config_hash = io::content_hash(io::dump_config(cfg));
-  auto save = [&](int64_t step) {
+  save_opts.async = neb.enabled || cfg.checkpoint.async;
+  save_opts.min_interval_s = neb.enabled ? static_cast<double>(neb.persistent_time_interval) : 0.0;
+  // final_save: the end of training or a signal: never skipped, and durable before we exit.
+  auto save = [&](int64_t step, bool final_save) {
     if (ckpt_dir.empty()) return;
-    auto t0 = Clock::now();
     nlohmann::json cs = {{"step", step}, {"sampler_position", sampler.position()}};
-    engine.save_checkpoint(ckpt_dir, "", cs.dump(), save_opts);
-    if (lead)
-      std::printf("  saved     %s/%s (%.0f ms)\n", ckpt_dir.c_str(),
-                  io::default_tag(engine.global_step()).c_str(),
-                  std::chrono::duration<double>(Clock::now() - t0).count() * 1e3);
+    zero::SaveOptions so = save_opts;
+    so.force = final_save;
+    zero::SaveResult r = engine.save_checkpoint(ckpt_dir, "", cs.dump(), so);
+    zero::CheckpointWait done;
+    if (final_save) done = engine.wait_checkpoint();
+    if (!lead) return;
+    const char* mode = r.mode == zero::SaveResult::Mode::sync    ? "sync"
+                       : r.mode == zero::SaveResult::Mode::async ? "async"
+                                                                 : "skipped";
+    if (r.previous.wait_ms > 0)
+      std::printf("  waited    %.0f ms for the previous checkpoint persist (%s) to finish\n",
+                  r.previous.wait_ms, r.previous.tag.c_str());
+    if (r.mode == zero::SaveResult::Mode::skipped)
+      std::printf("  skipped   checkpoint at step %lld: %s\n", static_cast<long long>(step),
+                  r.message.c_str());
+    else if (r.mode == zero::SaveResult::Mode::sync)
+      std::printf("  saved     %s/%s (%.0f ms)%s%s\n", ckpt_dir.c_str(), r.tag.c_str(), r.blocked_ms,
+                  r.message.empty() ? "" : ": ", r.message.c_str());
+    else
+      std::printf("  saved     %s/%s in the background (training blocked %.0f ms, snapshot %.0f ms)\n",
+                  ckpt_dir.c_str(), r.tag.c_str(), r.blocked_ms, r.snapshot_ms);
+    if (!done.tag.empty())
+      std::printf("  persisted %s/%s (%.0f ms; waited %.0f ms for it)\n", ckpt_dir.c_str(),
+                  done.tag.c_str(), done.persist_ms, done.wait_ms);
+    if (jlog.is_open())
+      jlog << nlohmann::json({{"event", "checkpoint"}, {"step", step}, {"tag", r.tag},
+                             {"mode", mode}, {"blocked_ms", r.blocked_ms},
+                             {"snapshot_ms", r.snapshot_ms}, {"previous_wait_ms", r.previous.wait_ms},
+                             {"final_wait_ms", done.wait_ms}})
+                 .dump()
+          << "\n";
+    std::fflush(stdout);
   };
 
   // csv_monitor / tensorboard: DeepSpeed's tags, with the number of samples seen as the step.
@@ -386,7 +428,7 @@ int run_train(const TrainOptions& opt) {
       if (lead)
         std::printf("signal received: saving at step %lld and exiting (code %d)\n",
                     static_cast<long long>(step), kExitPreempted);
-      if (!ckpt_dir.empty()) save(step);
+      if (!ckpt_dir.empty()) save(step, true);
       else if (lead)
         std::printf("note: checkpoint.dir is not set: nothing saved\n");
       if (comm) comm->barrier();
@@ -394,10 +436,10 @@ int run_train(const TrainOptions& opt) {
     }
     if (cfg.checkpoint.interval > 0 && step % cfg.checkpoint.interval == 0 &&
         step != cfg.training.steps)
-      save(step);
+      save(step, false);
   }
   if (tty) std::printf("\r%*s\r", 110, "");
-  if (cfg.training.steps > start_step) save(cfg.training.steps);  // the final save
+  if (cfg.training.steps > start_step) save(cfg.training.steps, true);  // the final save
   if (lead && cfg.training.steps > 0 && std::isnan(last_eval))
     last_eval = eval_loss(engine, data.val, cfg);
   monitors->flush();
@@ -410,6 +452,7 @@ int run_train(const TrainOptions& opt) {
                 "%lld skipped\n",
                 static_cast<long long>(cfg.training.steps), loss, last_eval, median_tps,
                 static_cast<long long>(engine.skipped_steps()));
+  ms = engine.model_state_bytes();  // stage 3: the pool's peak is known now
   if (jlog.is_open()) {
     nlohmann::json s = {{"event", "summary"}, {"steps", cfg.training.steps},
                         {"final_loss", loss}, {"eval_loss", last_eval},
@@ -418,17 +461,20 @@ int run_train(const TrainOptions& opt) {
                         {"dtype", dtype_name(engine.model_params().dtype())},
                         {"device", "cpu"}, {"params", engine.num_parameters()},
                         {"model_state_bytes",
-                         {{"params", ms.params}, {"grads", ms.grads}, {"optimizer", ms.optimizer}}},
+                         {{"params", ms.params}, {"grads", ms.grads}, {"optimizer", ms.optimizer},
+                          {"workspace", ms.workspace}}},
                         {"model_state_formula_bytes",
                          {{"params", mf.params}, {"grads", mf.grads}, {"optimizer", mf.optimizer}}}};
     jlog << s.dump() << "\n";
   }
-  if (lead && opt.sample_chars > 0 && cfg.model.vocab_size == 256) {
-    std::string text = sample_text(model, "\n", opt.sample_chars,
+  if ((lead || engine.partitioned_params()) && opt.sample_chars > 0 && cfg.model.vocab_size == 256) {
+    std::string text = sample_text(engine, "\n", opt.sample_chars,
                                    static_cast<uint64_t>(cfg.training.seed) + 7);
     for (char& c : text)
       if (static_cast<unsigned char>(c) < 32 && c != '\n' && c != '\t') c = '?';
-    std::printf("--- sample (%d bytes, temperature 0.8) ---\n%s\n---\n", opt.sample_chars, text.c_str());
+    if (lead)
+      std::printf("--- sample (%d bytes, temperature 0.8) ---\n%s\n---\n", opt.sample_chars,
+                  text.c_str());
   }
   if (trace) {
     trace->write_rank_file(opt.trace);

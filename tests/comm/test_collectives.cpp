@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -131,6 +132,38 @@ TEST_P(Collectives, AllGatherBitwise) {
       for (int64_t i = 0; i < n; ++i) ref.push_back(round_to(dt(), random_value(r, i)));
     expect_equal(out, ref, label("all_gather", dt(), variant(), n));
   }
+}
+
+// Uneven parts (ZeRO stage 3's gather of one unit's range): counts that differ per rank, empty
+// parts, and in place (in is exactly this rank's part of out).
+TEST_P(Collectives, AllGatherVBitwise) {
+  Communicator& c = comm();
+  const int me = c.rank(), w = c.world();
+  for (int64_t n : kSizes)
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      std::vector<int64_t> counts(static_cast<size_t>(w));
+      for (int r = 0; r < w; ++r) counts[r] = pattern == 0 ? n + r : (r % 2 == 0 ? n : 0);
+      int64_t total = 0, offset = 0;
+      for (int r = 0; r < w; ++r) {
+        if (r == me) offset = total;
+        total += counts[r];
+      }
+      std::vector<float> ref;
+      for (int r = 0; r < w; ++r)
+        for (int64_t i = 0; i < counts[r]; ++i) ref.push_back(round_to(dt(), random_value(r, i)));
+      Tensor out = make_tensor(dt(), total, [](int64_t) { return -7.0; });
+      if (pattern == 2) {  // in place
+        Tensor mine = out.flat_view(offset, {counts[me]});
+        Tensor src = make_tensor(dt(), counts[me], [&](int64_t i) { return random_value(me, i); });
+        std::memcpy(mine.raw(), src.raw(), src.nbytes());
+        c.all_gather_v(mine, out, counts)->wait();
+      } else {
+        Tensor in = make_tensor(dt(), counts[me], [&](int64_t i) { return random_value(me, i); });
+        c.all_gather_v(in, out, counts)->wait();
+      }
+      expect_equal(out, ref, label("all_gather_v", dt(), variant(), n,
+                                   ("pattern " + std::to_string(pattern)).c_str()));
+    }
 }
 
 TEST_P(Collectives, BroadcastFromEveryRoot) {

@@ -10,90 +10,14 @@
 
 #include "comm/communicator.h"
 #include "io/data.h"
-#include "tests/zero/engine_test_util.h"
+#include "tests/zero/engine_compare.h"
 #include "zero/engine.h"
 
 using namespace zt;
+using test::base;
+using test::compare;
+using test::world_comm;
 
-namespace {
-
-zero::EngineSettings base(int stage, int64_t micro, int64_t gas) {
-  zero::EngineSettings s;
-  s.zero_stage = stage;
-  s.micro_batch = micro;
-  s.gradient_accumulation_steps = gas;
-  s.gradient_clipping = 0.5;  // exercised: the norm from partitions must equal the full norm
-  s.adam.weight_decay = 0.1f;
-  s.scheduler = optim::make_warmup_lr({0.0, 1e-2, 5, optim::WarmupType::linear});
-  return s;
-}
-
-comm::Communicator& world_comm() {
-  static std::unique_ptr<comm::Communicator> c = comm::make_mpi_communicator();
-  return *c;
-}
-
-// Mean of a value over ranks.
-double mean_over_ranks(double v) {
-  Tensor t = Tensor::from_vector({static_cast<float>(v)}, {1});
-  world_comm().all_reduce(t, comm::ReduceOp::avg)->wait();
-  return t.data<float>()[0];
-}
-
-// Losses of `steps` optimizer steps: the reference on one process with the global batch, and the
-// engine under test on all ranks with its share of it.
-size_t compare(zero::EngineSettings dist, int steps = 20, double loss_tol = 1e-5,
-               double param_tol = 1e-4) {
-  comm::Communicator& c = world_comm();
-  const int W = c.world(), R = c.rank();
-  const int64_t micro = dist.micro_batch, gas = dist.gradient_accumulation_steps;
-  io::TokenStream data = test::pattern_data();
-
-  nn::GPT ref_model(test::small_gpt()), model(test::small_gpt());
-  ref_model.init_weights(42);
-  model.init_weights(R == 0 ? 42 : 1000 + R);  // other ranks start elsewhere: the engine broadcasts
-  zero::EngineSettings ref_s = dist;  // same precision, optimizer, schedule; stage 0, one process
-  ref_s.zero_stage = 0;
-  ref_s.micro_batch = micro * W;
-  zero::Engine ref(ref_model, ref_s);
-  zero::Engine eng(model, dist, &c);
-  io::WindowSampler ref_data(data, micro * W, 16, 7), my_data(data, micro, 16, 7, R, W);
-
-  Tensor ids, tgt;
-  double worst = 0;
-  for (int step = 0; step < steps; ++step) {
-    double ref_loss = 0, my_loss = 0;
-    for (int m = 0; m < gas; ++m) {
-      ref_data.next(ids, tgt);
-      ref_loss += ref.forward(ids, tgt);
-      ref.backward();
-      ref.step();
-      my_data.next(ids, tgt);
-      my_loss += eng.forward(ids, tgt);
-      eng.backward();
-      EXPECT_EQ(eng.step(), m == gas - 1);
-    }
-    double global = mean_over_ranks(my_loss / gas);
-    double rel = std::abs(global - ref_loss / gas) / std::abs(ref_loss / gas);
-    worst = std::max(worst, rel);
-    EXPECT_LT(rel, loss_tol) << "step " << step << ": loss " << global << " vs " << ref_loss / gas;
-    EXPECT_NEAR(eng.grad_norm(), ref.grad_norm(), 10 * loss_tol * ref.grad_norm()) << "step " << step;
-  }
-  // Every rank holds the same parameters as the reference at the end.
-  auto a = eng.model_params().to_vector(), b = ref.model_params().to_vector();
-  double d = 0, n = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    d += (a[i] - b[i]) * (a[i] - b[i]);
-    n += b[i] * b[i];
-  }
-  // Adam divides by sqrt(v): float rounding differences of the summation order grow a little in
-  // the weights over 20 steps; the losses above are the criterion, this guards against drift.
-  EXPECT_LT(std::sqrt(d / n), param_tol) << "parameters diverged from the single-process run";
-  ::testing::Test::RecordProperty("worst_relative_loss_difference", std::to_string(worst));
-  return eng.buckets().buckets.size();
-}
-
-}  // namespace
 
 TEST(EngineMpi, Stage0) { compare(base(0, 2, 1)); }
 TEST(EngineMpi, Stage1) { compare(base(1, 2, 1)); }
