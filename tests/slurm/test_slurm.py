@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""tests/slurm/test_slurm.py: slurm/train-cpu.sbatch on a real one-node Slurm cluster.
+
+Starts MUNGE and Slurm (slurmctld, slurmd) for this machine alone, as root, everything under one
+temporary folder (keys, state, spool, logs; free ports), with no systemd and no cgroups:
+ProctrackType=proctrack/linuxproc, TaskPlugin=task/none. Then, through sbatch:
+  1. a short job trains 2 ranks (srun --mpi=pmix), exits 0 and leaves its final checkpoint;
+  2. a longer job gets SIGUSR1 in its batch shell (`scancel --signal=USR1 --batch`, what
+     `#SBATCH --signal=B:USR1@120` does before the time limit): the script forwards it to the
+     ranks, they save and exit 85, the script requeues the job, and the requeued run resumes from
+     the checkpoint and finishes; its losses equal those of an uninterrupted job bit for bit;
+  3. the same script with ZT_LAUNCHER=mpirun (mpirun reading the Slurm allocation).
+It also checks that slurm/train.sbatch (GPU) has the same body as the CPU script.
+Every daemon is a child of this process (run in the foreground) and is stopped at the end, also
+on failure. Installs slurm-wlm and munge with apt-get when missing (needs root or sudo).
+
+Usage: test_slurm.py ZEROTRAIN SRC_DIR
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ZT, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+T0 = time.time()
+BUDGET_S = 540  # below the ctest TIMEOUT (600): tear down cleanly before ctest kills us
+failures = []
+passed = 0
+
+
+def check(cond, what):
+    global passed
+    passed += bool(cond)
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def fatal(msg):
+    print("FAIL " + msg, flush=True)
+    print(f"{passed} checks passed, {len(failures) + 1} failed")
+    sys.exit(1)
+
+
+def ensure_slurm_installed():
+    need = [p for p, exe in (("slurm-wlm", "slurmctld"), ("munge", "munged")) if not shutil.which(exe)
+            and not os.path.exists("/usr/sbin/" + exe)]
+    if not need:
+        return
+    su = []
+    if os.geteuid() != 0:
+        if not shutil.which("sudo"):
+            fatal(f"Slurm is not installed ({' '.join(need)}) and this user is neither root nor has sudo: "
+                  "run scripts/install-deps.sh as root")
+        su = ["sudo"]
+    print(f"installing {' '.join(need)} with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = subprocess.run(su + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *need], env=env)
+    if r.returncode != 0:
+        subprocess.run(su + ["apt-get", "update", "-qq"], env=env)
+        r = subprocess.run(su + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *need], env=env)
+    if r.returncode != 0:
+        fatal(f"apt-get install {' '.join(need)} failed (exit {r.returncode})")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout, what, step=0.2):
+    deadline = min(time.time() + timeout, T0 + BUDGET_S)
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Cluster:
+    """MUNGE + slurmctld + slurmd for this host, all in `root`, all children of this process."""
+
+    def __init__(self, root):
+        self.root = root
+        self.procs = []  # (name, Popen)
+        self.env = None
+
+    def start(self):
+        r = self.root
+        for d in ("munge", "state", "spool", "log"):
+            os.makedirs(os.path.join(r, d), mode=0o700, exist_ok=True)
+        key = os.path.join(r, "munge", "munge.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(1024))
+        os.chmod(key, 0o400)
+        sock = os.path.join(r, "munge", "munge.sock")
+        self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={sock}", f"--key-file={key}",
+                               f"--log-file={r}/log/munged.log", f"--pid-file={r}/munge/munged.pid",
+                               f"--seed-file={r}/munge/munged.seed"])
+        wait_for(lambda: os.path.exists(sock), 20, "the MUNGE socket")
+
+        # The node as slurmd sees it (CPUs, sockets, cores, threads, memory), so that the config
+        # matches the machine and slurmd registers without draining itself.
+        node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True).stdout.splitlines()[0]
+        host = socket.gethostname().split(".")[0]
+        node = re.sub(r"^NodeName=\S+", f"NodeName={host}", node)
+        self.conf = os.path.join(r, "slurm.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""# one-node test cluster written by tests/slurm/test_slurm.py
+ClusterName=zttest
+SlurmctldHost={host}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire is also how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=socket={sock},cred_expire=10
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+# No systemd and no cgroup control in a container: track processes through /proc, bind nothing.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+# Schedule every few seconds (default 60 s), so that a requeued job starts soon after cred_expire.
+SchedulerParameters=sched_interval=2,bf_interval=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+KillWait=10
+MinJobAge=600
+{node} NodeAddr=127.0.0.1 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+        self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self._spawn("slurmctld", ["slurmctld", "-D", "-f", self.conf])
+        self._spawn("slurmd", ["slurmd", "-D", "-f", self.conf])
+        wait_for(lambda: "idle" in self.sh("sinfo", "-h", "-o", "%T").stdout, 60, "the node to be idle")
+        self.host = host
+
+    def _spawn(self, name, argv):
+        log = open(os.path.join(self.root, "log", name + ".out"), "w")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        self.procs.append((name, p))
+        time.sleep(0.3)
+        if p.poll() is not None:
+            raise RuntimeError(f"{name} exited at once with code {p.returncode}: "
+                               + open(log.name).read()[-500:])
+
+    def sh(self, *argv):
+        return subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60)
+
+    def job(self, jid):
+        out = self.sh("scontrol", "show", "job", "-o", str(jid)).stdout
+        return dict(re.findall(r"(\w+)=(\S*)", out))
+
+    def stop(self):
+        if self.env:
+            self.sh("scancel", "--user", "root") if os.geteuid() == 0 else None
+            try:  # jobs end (their slurmstepd and ranks) before the daemons go
+                wait_for(lambda: not self.sh("squeue", "-h").stdout.strip(), 30, "the jobs to end")
+            except Exception as e:  # noqa: BLE001 (teardown goes on)
+                print("teardown: " + str(e))
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.procs = []
+
+    def dump_logs(self):
+        for name in ("slurmctld.log", "slurmd.log"):
+            path = os.path.join(self.root, "log", name)
+            if os.path.exists(path):
+                print(f"--- last lines of {name} ---")
+                print("".join(open(path).readlines()[-25:]))
+
+
+def submit(cl, out, args, extra_env=None, sbatch_opts=()):
+    env = dict(cl.env, ZT_BIN=ZT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               **(extra_env or {}))
+    env.pop("OMP_NUM_THREADS", None)
+    r = subprocess.run(["sbatch", "--parsable", f"--output={out}", "--ntasks-per-node=2", "--cpus-per-task=1",
+                        *sbatch_opts, os.path.join(SRC, "slurm", "train-cpu.sbatch"), *args],
+                       capture_output=True, text=True, env=env, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"sbatch failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout.strip().split(";")[0]
+
+
+def wait_done(cl, jid, timeout):
+    def done():
+        st = cl.job(jid).get("JobState", "")
+        return st if st in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY") else None
+    return wait_for(done, timeout, f"job {jid} to end", step=0.5)
+
+
+def text(path):
+    return open(path, errors="replace").read() if os.path.exists(path) else ""
+
+
+def losses(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "event" not in r} if os.path.exists(path) else {}
+
+
+def main():
+    check(open(os.path.join(SRC, "slurm", "train.sbatch")).read().split("# ---- common body")[1]
+          == open(os.path.join(SRC, "slurm", "train-cpu.sbatch")).read().split("# ---- common body")[1],
+          "slurm/train.sbatch and train-cpu.sbatch share the same body below the #SBATCH lines")
+    for s in ("train.sbatch", "train-cpu.sbatch"):
+        r = subprocess.run(["bash", "-n", os.path.join(SRC, "slurm", s)], capture_output=True, text=True)
+        check(r.returncode == 0, f"bash -n slurm/{s} ({r.stderr.strip()})")
+    if os.geteuid() != 0:
+        fatal("this test starts slurmctld/slurmd as root (SlurmUser=root): run it as root")
+    ensure_slurm_installed()
+
+    tmp = tempfile.mkdtemp(prefix="zt-slurm-")
+    cl = Cluster(os.path.join(tmp, "cluster"))
+    try:
+        t = time.time()
+        cl.start()
+        print(f"cluster up on {cl.host} in {time.time() - t:.1f} s", flush=True)
+
+        # A fixed corpus, so that the uninterrupted and the resumed job see the same data.
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w") as f:
+            for name in ("README.md", "docs/zero.md", "DESIGN.md"):
+                for base in (SRC, os.path.join(SRC, "..", "shared")):
+                    if os.path.exists(os.path.join(base, name)):
+                        f.write(open(os.path.join(base, name), errors="replace").read())
+                        break
+        small = ["--config", os.path.join(SRC, "configs", "tiny.yaml"), "--sample", "0",
+                 "--set", f"data.path={corpus}", "--set", "model.n_layer=2", "--set", "model.n_embd=64",
+                 "--set", "model.seq_len=64", "--set", "training.eval_interval=0",
+                 "--set", "train_micro_batch_size_per_gpu=4", "--set", "zero_optimization.stage=2",
+                 "--set", "steps_per_print=100", "--set", "scheduler.params.warmup_num_steps=10"]
+        steps = 1500
+        long_args = [*small, "--steps", str(steps), "--set", f"scheduler.params.total_num_steps={steps}"]
+
+        # 1. Uninterrupted: trains, exits 0, final checkpoint; its losses are the reference.
+        t = time.time()
+        out1, log1, ck1 = (os.path.join(tmp, n) for n in ("job1.out", "job1.jsonl", "ck1"))
+        j1 = submit(cl, out1, [*long_args, "--json-log", log1], {"ZT_CKPT_DIR": ck1})
+        st = wait_done(cl, j1, 200)
+        info = cl.job(j1)
+        o1 = text(out1)
+        check(st == "COMPLETED" and info.get("ExitCode") == "0:0",
+              f"job 1 ({j1}) completed with exit 0 ({st}, ExitCode={info.get('ExitCode')}) in {time.time() - t:.1f} s")
+        check("starting: srun --mpi=pmix" in o1, "job 1 ran its ranks with srun --mpi=pmix")
+        check("ranks 2 on 1 node(s)" in o1 and f"done: {steps} steps" in o1, "job 1 trained 2 ranks to the end")
+        check(text(os.path.join(ck1, "latest")).strip() == f"global_step{steps}"
+              and os.path.exists(os.path.join(ck1, f"global_step{steps}", "manifest.json")),
+              f"job 1 wrote checkpoint global_step{steps} and `latest`")
+        ref = losses(log1)
+        check(len(ref) == steps, f"job 1 logged {steps} steps (got {len(ref)})")
+        if not check(st == "COMPLETED", "job 1 must pass before the signal test"):
+            print(o1[-3000:])
+            return
+
+        # 2. SIGUSR1 to the batch shell mid-run -> save, exit 85, requeue, resume, finish.
+        t = time.time()
+        out2, log2, ck2 = (os.path.join(tmp, n) for n in ("job2.out", "job2.jsonl", "ck2"))
+        j2 = submit(cl, out2, [*long_args, "--json-log", log2], {"ZT_CKPT_DIR": ck2})
+        n_seen = wait_for(lambda: sum(1 for _ in open(log2)) >= 20 if os.path.exists(log2) else False,
+                          120, "job 2 to log 20 steps", step=0.05)
+        r = cl.sh("scancel", "--signal=USR1", "--batch", j2)
+        check(r.returncode == 0 and n_seen, f"scancel --signal=USR1 --batch {j2} ({r.stderr.strip()})")
+        wait_for(lambda: int(cl.job(j2).get("Restarts", "0")) >= 1, 60, f"job {j2} to be requeued")
+        t_requeue = time.time()
+        st = wait_done(cl, j2, 240)
+        info = cl.job(j2)
+        o2 = text(out2)
+        m = re.search(r"signal received: saving at step (\d+) and exiting \(code 85\)", o2)
+        n = int(m.group(1)) if m else -1
+        check(m is not None and 0 < n < steps, f"job 2: the ranks saved at step {n} and exited 85")
+        check("got SIGUSR1: asking the ranks to save" in o2, "job 2: the batch shell trapped SIGUSR1 and forwarded it")
+        check("(restart 0): step exited with code 85" in o2 and "(restart 0): requeued" in o2,
+              "job 2: the script saw exit code 85 and requeued the job")
+        check(st == "COMPLETED" and info.get("Restarts") == "1" and info.get("ExitCode") == "0:0",
+              f"job 2 ({j2}) completed after 1 restart ({st}, Restarts={info.get('Restarts')}, "
+              f"ExitCode={info.get('ExitCode')}) in {time.time() - t:.1f} s "
+              f"(requeued run {time.time() - t_requeue:.1f} s, including cred_expire=10 s)")
+        check(f"resume    {ck2}/global_step{n} at step {n} (saved by 2 ranks at stage 2)" in o2,
+              f"job 2: the requeued run resumed from global_step{n}")
+        check("(restart 1): step exited with code 0" in o2 and f"done: {steps} steps" in o2,
+              "job 2: the requeued run trained to the end")
+        check(text(os.path.join(ck2, "latest")).strip() == f"global_step{steps}", "job 2: final checkpoint is latest")
+        res = losses(log2)  # the requeued run's log: steps n+1 .. steps
+        check(sorted(res) == list(range(n + 1, steps + 1)), f"job 2: the resumed run logged steps {n + 1}..{steps}")
+        check(res and all(ref.get(k) == v for k, v in res.items()),
+              "job 2: the resumed losses equal the uninterrupted job's, bit for bit")
+        if failures:
+            print(o2[-4000:])
+
+        # 3. The same script with mpirun as the launcher (OpenMPI reads the allocation from Slurm).
+        t = time.time()
+        out3, ck3 = os.path.join(tmp, "job3.out"), os.path.join(tmp, "ck3")
+        j3 = submit(cl, out3, [*small, "--steps", "20"], {"ZT_CKPT_DIR": ck3, "ZT_LAUNCHER": "mpirun"})
+        st = wait_done(cl, j3, 120)
+        o3 = text(out3)
+        check(st == "COMPLETED" and "starting: mpirun --allow-run-as-root" in o3 and "done: 20 steps" in o3
+              and "ranks 2 on 1 node(s)" in o3,
+              f"job 3 ({j3}, ZT_LAUNCHER=mpirun) trained 2 ranks and completed ({st}) in {time.time() - t:.1f} s")
+        if st != "COMPLETED":
+            print(o3[-3000:])
+
+        # A bad launcher name: one clear line, exit 2 (the script's own check).
+        out4 = os.path.join(tmp, "job4.out")
+        j4 = submit(cl, out4, [*small, "--steps", "1"], {"ZT_CKPT_DIR": ck3, "ZT_LAUNCHER": "pbs"})
+        st = wait_done(cl, j4, 60)
+        check(st == "FAILED" and cl.job(j4).get("ExitCode") == "2:0"
+              and "ZT_LAUNCHER must be auto, srun or mpirun, got 'pbs'" in text(out4),
+              f"ZT_LAUNCHER=pbs: the job fails with exit 2 and says why ({st})")
+    except Exception as e:  # noqa: BLE001 (report, dump the daemons' logs, tear down)
+        check(False, f"{type(e).__name__}: {e}")
+        cl.dump_logs()
+    finally:
+        t = time.time()
+        cl.stop()
+        print(f"cluster stopped in {time.time() - t:.1f} s", flush=True)
+        if not failures:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp} for inspection")
+    print(f"total {time.time() - T0:.1f} s")
+    print(f"{passed} checks passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    # ctest's timeout or Ctrl-C: turn SIGTERM/SIGINT into an exception so `finally` tears down.
+    def _interrupt(sig, _frame):
+        raise KeyboardInterrupt(f"signal {sig}")
+    signal.signal(signal.SIGTERM, _interrupt)
+    main()
