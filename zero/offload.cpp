@@ -1,0 +1,258 @@
+// zero/offload.cpp: optimizer offload to host memory or NVMe (zero/offload.h has the design).
+#include "zero/offload.h"
+
+#include "core/error.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+namespace zt::zero {
+namespace {
+
+const std::string kKey = "zero_optimization.offload_optimizer";
+
+// The part of `segments` inside [lo, hi), relative to lo.
+std::vector<optim::Segment> clip(const std::vector<optim::Segment>& segments, int64_t lo,
+                                 int64_t hi) {
+  std::vector<optim::Segment> out;
+  for (const optim::Segment& s : segments) {
+    const int64_t a = std::max(s.offset, lo), b = std::min(s.offset + s.size, hi);
+    if (a < b) out.push_back({a - lo, b - a, s.decay, s.tensor});
+  }
+  return out;
+}
+
+void pin(io::AlignedBuffer& b, const char* what) {
+  const std::string why = b.lock();
+  if (!why.empty())
+    std::fprintf(stderr,
+                 "zerotrain: warning: %s.pin_memory: cannot page-lock the %s: %s; continuing "
+                 "with pageable memory\n",
+                 kKey.c_str(), what, why.c_str());
+}
+
+}  // namespace
+
+OffloadOptions offload_options(const io::Config& cfg, int rank) {
+  const io::OffloadConfig& o = cfg.zero.offload_optimizer;
+  ZT_CHECK_CONFIG(o.enabled(), kKey + ".device", "offload_options() called without an offload");
+  ZT_CHECK_CONFIG(o.ratio >= 1.0, kKey + ".ratio", "partial offload (ratio ", o.ratio,
+                  " < 1) keeps the rest of the optimizer state in GPU memory, and this run has no "
+                  "GPU backend: set ratio to 1");
+  ZT_CHECK_CONFIG(o.buffer_count >= 1, kKey + ".buffer_count", "must be at least 1, got ",
+                  o.buffer_count);
+  ZT_CHECK_CONFIG(cfg.zero.sub_group_size >= 1, "zero_optimization.sub_group_size",
+                  "must be at least 1 with an optimizer offload, got ", cfg.zero.sub_group_size);
+  OffloadOptions opt;
+  opt.device = o.device;
+  opt.nvme_path = o.nvme_path;
+  opt.rank = rank;
+  opt.pin_memory = o.pin_memory;
+  opt.buffer_count = o.buffer_count;
+  opt.pipeline_read = o.pipeline_read;
+  opt.pipeline_write = o.pipeline_write;
+  opt.sub_group_size = cfg.zero.sub_group_size;
+  opt.aio = cfg.aio;
+  return opt;
+}
+
+const std::vector<std::string>& OptimizerOffload::state_names() {
+  static const std::vector<std::string> names = {"master", "exp_avg", "exp_avg_sq"};
+  return names;
+}
+
+int OptimizerOffload::state_index(const std::string& name) const {
+  const auto& names = state_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  ZT_CHECK(it != names.end(), "OptimizerOffload: no state named `", name,
+           "` (master, exp_avg, exp_avg_sq)");
+  return static_cast<int>(it - names.begin());
+}
+
+OptimizerOffload::OptimizerOffload(const optim::AdamParams& adam, int64_t n,
+                                   const OffloadOptions& opt)
+    : adam_(adam), opt_(opt), n_(n) {
+  ZT_CHECK(n >= 0, "OptimizerOffload: negative size ", n);
+  ZT_CHECK_CONFIG(opt.sub_group_size >= 1, "zero_optimization.sub_group_size",
+                  "must be at least 1, got ", opt.sub_group_size);
+  ZT_CHECK_CONFIG(opt.buffer_count >= 1, kKey + ".buffer_count", "must be at least 1, got ",
+                  opt.buffer_count);
+  group_ = std::max<int64_t>(1, std::min(opt.sub_group_size, n));
+  groups_ = (n + group_ - 1) / group_;
+  stride_ = io::round_up(group_ * 4, io::kAioAlignment);
+
+  if (opt.device == io::OffloadDevice::kCpu) {
+    host_ = io::AlignedBuffer(3 * io::round_up(n * 4, io::kAioAlignment));
+    if (opt.pin_memory) pin(host_, "optimizer state");
+    return;
+  }
+  ZT_CHECK_CONFIG(opt.device == io::OffloadDevice::kNvme, kKey + ".device",
+                  "OptimizerOffload needs device cpu or nvme");
+  ZT_CHECK_CONFIG(!opt.nvme_path.empty(), kKey + ".nvme_path",
+                  "offloading to nvme needs `nvme_path`");
+  namespace fs = std::filesystem;
+  dir_ = (fs::path(opt.nvme_path) / ("zerotrain_rank" + std::to_string(opt.rank))).string();
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec)
+    throw Error("offload: cannot create the swap directory " + dir_ + " (" + kKey +
+                ".nvme_path): " + ec.message());
+  path_ = (fs::path(dir_) / "optimizer.swp").string();
+  file_ = std::make_unique<io::AioFile>(path_, io::AioFile::Mode::kCreate);
+  file_->allocate(3 * groups_ * stride_);
+  const int64_t buffers = std::min(opt.buffer_count, std::max<int64_t>(groups_, 1));
+  for (int64_t b = 0; b < buffers; ++b) {
+    buffers_.emplace_back(3 * stride_);
+    if (opt.pin_memory) pin(buffers_.back(), "swap buffers");
+  }
+  aio_ = std::make_unique<io::AioEngine>(opt.aio);
+}
+
+OptimizerOffload::~OptimizerOffload() {
+  aio_.reset();  // waits for anything in flight
+  file_.reset();
+  if (!path_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+    std::filesystem::remove(dir_, ec);  // only if empty
+  }
+}
+
+bool OptimizerOffload::set_betas(float beta1, float beta2) {
+  adam_.beta1 = beta1;
+  adam_.beta2 = beta2;
+  return true;
+}
+
+void OptimizerOffload::step(const float* grads, const std::vector<optim::Segment>& segments,
+                            float lr, const SubGroupDone& on_updated) {
+  ++t_;
+  if (on_nvme()) {
+    step_nvme(grads, segments, lr, on_updated);
+    return;
+  }
+  const int64_t plane = io::round_up(n_ * 4, io::kAioAlignment) / 4;  // floats per state
+  float* master = host_.as<float>();
+  float* m = master + plane;
+  float* v = master + 2 * plane;
+  for (int64_t g = 0; g < groups_; ++g) {
+    const int64_t lo = g * group_, hi = std::min(n_, lo + group_);
+    optim::adam_update(adam_, t_, lr, master + lo, grads + lo, m + lo, v + lo,
+                       clip(segments, lo, hi));
+    if (on_updated) on_updated(lo, hi - lo, master + lo);
+  }
+}
+
+void OptimizerOffload::step_nvme(const float* grads, const std::vector<optim::Segment>& segments,
+                                 float lr, const SubGroupDone& on_updated) {
+  const int64_t B = static_cast<int64_t>(buffers_.size());
+  // Reads issued ahead of the sub-group being updated (0: read each one when it is needed).
+  const int64_t ahead = opt_.pipeline_read ? B - 1 : 0;
+  const int64_t slot = 3 * stride_;
+  std::vector<io::AioTicket> reads(static_cast<size_t>(groups_)), writes(reads.size());
+  auto buffer = [&](int64_t g) -> io::AlignedBuffer& {
+    return buffers_[static_cast<size_t>(g % B)];
+  };
+  // The buffer of sub-group g last held g - B: while its write is in flight, the read is ordered
+  // after it (io::AioOrder::kAfterPrevious; unordered reads keep the queue fuller).
+  auto read = [&](int64_t g) {
+    const bool busy = g >= B && !aio_->done(writes[static_cast<size_t>(g - B)]);
+    reads[static_cast<size_t>(g)] =
+        aio_->read(*file_, buffer(g).data(), slot, slot_offset(g),
+                   busy ? io::AioOrder::kAfterPrevious : io::AioOrder::kAny);
+  };
+  for (int64_t g = 0; g < std::min(ahead, groups_); ++g) read(g);
+  for (int64_t g = 0; g < groups_; ++g) {
+    if (ahead == 0) read(g);
+    aio_->wait(reads[static_cast<size_t>(g)]);
+    if (ahead > 0 && g + ahead < groups_) read(g + ahead);
+    const int64_t lo = g * group_, hi = std::min(n_, lo + group_);
+    float* master = buffer(g).as<float>();
+    float* m = master + stride_ / 4;
+    float* v = master + 2 * stride_ / 4;
+    optim::adam_update(adam_, t_, lr, master, grads + lo, m, v, clip(segments, lo, hi));
+    io::AioTicket& w = writes[static_cast<size_t>(g)];
+    w = aio_->write(*file_, master, slot, slot_offset(g));
+    if (!opt_.pipeline_write) aio_->wait(w);
+    if (on_updated) on_updated(lo, hi - lo, master);
+  }
+  aio_->wait_all();
+}
+
+void OptimizerOffload::read_state(const std::string& name, int64_t offset, int64_t count,
+                                  float* dst) {
+  const int k = state_index(name);
+  ZT_CHECK(offset >= 0 && count >= 0 && offset + count <= n_, "OptimizerOffload::read_state(", name,
+           "): range [", offset, ", ", offset + count, ") outside [0, ", n_, ")");
+  if (!on_nvme()) {
+    const int64_t plane = io::round_up(n_ * 4, io::kAioAlignment) / 4;
+    std::memcpy(dst, host_.as<float>() + k * plane + offset, static_cast<size_t>(count) * 4);
+    return;
+  }
+  io::AlignedBuffer& scratch = buffers_[0];
+  for (int64_t g = offset / group_; count > 0; ++g) {
+    const int64_t lo = g * group_, a = offset - lo, len = std::min(count, group_ - a);
+    aio_->wait(aio_->read(*file_, scratch.data(), stride_, slot_offset(g) + k * stride_));
+    std::memcpy(dst, scratch.as<float>() + a, static_cast<size_t>(len) * 4);
+    dst += len;
+    offset += len;
+    count -= len;
+  }
+}
+
+void OptimizerOffload::write_state(const std::string& name, int64_t offset, int64_t count,
+                                   const float* src) {
+  const int k = state_index(name);
+  ZT_CHECK(offset >= 0 && count >= 0 && offset + count <= n_, "OptimizerOffload::write_state(",
+           name, "): range [", offset, ", ", offset + count, ") outside [0, ", n_, ")");
+  if (!on_nvme()) {
+    const int64_t plane = io::round_up(n_ * 4, io::kAioAlignment) / 4;
+    std::memcpy(host_.as<float>() + k * plane + offset, src, static_cast<size_t>(count) * 4);
+    return;
+  }
+  io::AlignedBuffer& scratch = buffers_[0];
+  for (int64_t g = offset / group_; count > 0; ++g) {
+    const int64_t lo = g * group_, hi = std::min(n_, lo + group_), a = offset - lo;
+    const int64_t len = std::min(count, group_ - a);
+    const int64_t at = slot_offset(g) + k * stride_;
+    if (a > 0 || len < hi - lo)  // part of the sub-group: keep the rest
+      aio_->wait(aio_->read(*file_, scratch.data(), stride_, at));
+    std::memcpy(scratch.as<float>() + a, src, static_cast<size_t>(len) * 4);
+    aio_->wait(aio_->write(*file_, scratch.data(), stride_, at));
+    src += len;
+    offset += len;
+    count -= len;
+  }
+}
+
+OptimizerOffload::Memory OptimizerOffload::memory() const {
+  Memory m;
+  if (!on_nvme()) {
+    m.host_bytes = host_.bytes();
+    return m;
+  }
+  for (const auto& b : buffers_) m.host_bytes += b.bytes();
+  m.file_bytes = 3 * groups_ * stride_;
+  return m;
+}
+
+const std::string& OptimizerOffload::swap_path() const { return path_; }
+
+std::string OptimizerOffload::describe() const {
+  const Memory m = memory();
+  std::string s = std::string("optimizer offload to ") + (on_nvme() ? "nvme" : "cpu") + ": " +
+                  std::to_string(n_) + " parameters in " + std::to_string(groups_) +
+                  " sub-group(s) of " + std::to_string(group_) + ", host " +
+                  std::to_string(m.host_bytes) + " bytes";
+  if (on_nvme())
+    s += " (" + std::to_string(buffers_.size()) + " swap buffers), file " + path_ + " " +
+         std::to_string(m.file_bytes) + " bytes" + (file_->direct() ? "" : " (buffered I/O)") +
+         (aio_->uses_uring() ? "" : " (pread/pwrite)");
+  if (opt_.pin_memory) s += ", pinned";
+  return s;
+}
+
+}  // namespace zt::zero

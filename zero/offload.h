@@ -1,0 +1,138 @@
+// zero/offload.h: ZeRO-Offload / ZeRO-Infinity optimizer offload (`offload_optimizer`): the fp32
+// master weights and Adam's m and v of this rank's partition, kept in host memory (device cpu) or
+// in a swap file on an NVMe drive (device nvme), and the Adam/AdamW step over them.
+//
+// DeepSpeed (Ren et al. 2021, "ZeRO-Offload"; Rajbhandari et al. 2021, "ZeRO-Infinity") runs
+// DeepSpeedCPUAdam on the host over `sub_group_size` pieces of the partition: for NVMe each piece
+// is swapped in (fp32 weights + m + v), updated, swapped out, and its updated weights are copied
+// back to the 16-bit model while the next piece computes. OptimizerOffload does the same:
+//   step(grads, segments, lr, on_updated)  for each sub-group i in order:
+//       nvme: wait for its read (issued earlier into one of `buffer_count` buffers);
+//             issue the read of sub-group i + buffer_count - 1 (pipeline_read);
+//       Adam on the sub-group (optim::adam_update: the kernels of make_adam, so the result is bit
+//       for bit the in-memory optimizer's);
+//       nvme: issue the write of sub-group i (pipeline_write: do not wait for it);
+//       on_updated(offset, count, master): the engine rounds the sub-group's new fp32 weights into
+//       its 16-bit parameters while the disk writes sub-group i-1.. and reads i+1...
+//   At the end of step() every write is complete (a checkpoint may read the files right after).
+// With buffer_count = B the disk works on up to B - 1 reads ahead plus the writes of the last
+// sub-groups while one sub-group computes; a read into a buffer whose previous sub-group is still
+// being written is ordered after that write by the aio layer (io::AioOrder::kAfterPrevious), so
+// B = 2 already overlaps both directions with the update.
+//
+// Swap file layout: <nvme_path>/zerotrain_rank<r>/optimizer.swp holds, for sub-group i, a slot
+// [master | exp_avg | exp_avg_sq] at 3 * i * stride bytes, stride = the sub-group's fp32 bytes
+// rounded up to 4 KiB: every transfer is one O_DIRECT request of 3 * stride bytes at an aligned
+// offset, and sub-groups follow each other, so a step reads and writes the file sequentially.
+// The file is reserved at construction (fallocate: a full drive fails there, naming it) and reads
+// as zeros, which is the initial m and v. The directory and file are removed by the destructor.
+//
+// Config keys (offload_options() maps them, zero_optimization.offload_optimizer.*):
+//   device        cpu | nvme.          nvme_path       the swap directory's parent.
+//   buffer_count  nvme: swap buffers (at least 1; more than the sub-group count are not used).
+//   pipeline_read, pipeline_write  nvme: prefetch the next sub-groups / do not wait for a
+//                 sub-group's write before the next one (DeepSpeed's PipelinedOptimizerSwapper).
+//                 Both false (DeepSpeed's default): swap in, update, swap out, one at a time.
+//   pin_memory    page-lock (mlock) the host copy (cpu) or the swap buffers (nvme). Without a GPU
+//                 there is no DMA engine to need pinned pages; locking keeps the optimizer state
+//                 out of the kernel's swap and page faults out of the step. If the kernel refuses
+//                 (RLIMIT_MEMLOCK), one warning line and the memory stays pageable.
+//   fast_init     accepted, always on: DeepSpeed's fast_init skips writing the initial state to
+//                 the swap files; here the files are reserved with fallocate, which reads as
+//                 zeros, so only the master weights are ever written before the first step.
+//   ratio         < 1 (partial offload: the rest of the state on the GPU) needs a GPU: ConfigError
+//                 on this CPU-only backend.
+//   sub_group_size (zero_optimization) and the aio block: see above and io/aio.h.
+#pragma once
+
+#include "io/aio.h"
+#include "io/config.h"
+#include "optim/optimizer.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace zt::zero {
+
+struct OffloadOptions {
+  io::OffloadDevice device = io::OffloadDevice::kCpu;  // kCpu or kNvme
+  std::string nvme_path;  // nvme: files go to <nvme_path>/zerotrain_rank<rank>/
+  int rank = 0;
+  bool pin_memory = false;
+  int64_t buffer_count = 4;
+  bool pipeline_read = true;
+  bool pipeline_write = true;
+  int64_t sub_group_size = 1'000'000'000;
+  io::AioConfig aio;
+};
+
+// zero_optimization.offload_optimizer + sub_group_size + aio -> OffloadOptions, for this rank.
+// Throws ConfigError naming the key for what cannot be done here (device none, ratio < 1,
+// buffer_count 0, sub_group_size 0).
+OffloadOptions offload_options(const io::Config& cfg, int rank);
+
+class OptimizerOffload {
+ public:
+  // Holds the state of a partition of n parameters. m and v start at zero; so do the master
+  // weights: set them with write_state("master", ...) before the first step. Throws zt::Error
+  // naming the path when the swap directory or file cannot be made or the drive lacks the space.
+  OptimizerOffload(const optim::AdamParams& adam, int64_t n, const OffloadOptions& opt);
+  ~OptimizerOffload();  // removes the swap file and the rank's directory
+  OptimizerOffload(const OptimizerOffload&) = delete;
+  OptimizerOffload& operator=(const OptimizerOffload&) = delete;
+
+  // Called once per sub-group, in order, on the caller's thread: [offset, offset + count) of the
+  // partition now holds master[0, count) (valid during the call only).
+  using SubGroupDone = std::function<void(int64_t offset, int64_t count, const float* master)>;
+
+  // One Adam/AdamW step (step_count() + 1) of the whole partition: grads[0, n) in fp32 (already
+  // unscaled and clipped), segments over [0, n) as for optim::Optimizer::step, learning rate lr.
+  void step(const float* grads, const std::vector<optim::Segment>& segments, float lr,
+            const SubGroupDone& on_updated = {});
+
+  int64_t size() const { return n_; }
+  int64_t sub_group_size() const { return group_; }
+  int64_t num_sub_groups() const { return groups_; }
+  bool on_nvme() const { return file_ != nullptr; }
+  int64_t step_count() const { return t_; }
+  void set_step_count(int64_t t) { t_ = t; }
+  bool set_betas(float beta1, float beta2);  // OneCycle's momentum cycling
+  const optim::AdamParams& adam() const { return adam_; }
+
+  // The named state for checkpoints: "master" (fp32 weights), "exp_avg", "exp_avg_sq"; the range
+  // [offset, offset + count) of the partition, copied to/from a caller buffer. Not during step().
+  static const std::vector<std::string>& state_names();
+  void read_state(const std::string& name, int64_t offset, int64_t count, float* dst);
+  void write_state(const std::string& name, int64_t offset, int64_t count, const float* src);
+
+  struct Memory {
+    int64_t host_bytes = 0;  // cpu: master + m + v; nvme: the swap buffers
+    int64_t file_bytes = 0;  // nvme: the swap file
+  };
+  Memory memory() const;
+  std::string describe() const;          // one line: device, sizes, buffers, path
+  const std::string& swap_path() const;  // "" on cpu
+
+ private:
+  int state_index(const std::string& name) const;
+  int64_t slot_offset(int64_t g) const { return 3 * g * stride_; }
+  void step_nvme(const float* grads, const std::vector<optim::Segment>& segments, float lr,
+                 const SubGroupDone& on_updated);
+
+  optim::AdamParams adam_;
+  OffloadOptions opt_;
+  int64_t n_ = 0, group_ = 0, groups_ = 0, stride_ = 0;  // stride_: bytes per state per slot
+  int64_t t_ = 0;
+  // cpu: [master | exp_avg | exp_avg_sq], each round_up(4n, 4 KiB) bytes.
+  io::AlignedBuffer host_;
+  // nvme (declared before aio_, which is destroyed first and waits for its requests).
+  std::string dir_, path_;
+  std::unique_ptr<io::AioFile> file_;
+  std::vector<io::AlignedBuffer> buffers_;  // 3 * stride_ bytes each
+  std::unique_ptr<io::AioEngine> aio_;
+};
+
+}  // namespace zt::zero
