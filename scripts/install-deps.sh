@@ -15,6 +15,7 @@ packages=(
   python3-torch python3-numpy libopenblas0-pthread
   libxxhash-dev python3-pip
   liburing-dev
+  slurm-wlm munge  # tests/slurm: a one-node Slurm cluster runs slurm/train-cpu.sbatch
 )
 
 # Python packages Debian does not ship, installed with pip into Debian's python (/usr/bin/python3, the
