@@ -143,10 +143,11 @@ SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& ta
   const int rank = part_.rank, world = part_.world;
   comm::Communicator* c = ckpt_comm_.get();  // a dup: saves never interleave with training ops
   auto not_joined = [&](const char* phase, const char* what) {
+    const std::string after =
+        std::string(phase) == "begin" ? "" : std::string(" (after the ") + phase + " phase)";
     return detail::str_cat("save_checkpoint(", dir, ", ", tag, ") on rank ", rank,
                            ": the other ranks did not join within ", s_.checkpoint_timeout_s,
-                           " s", std::string(phase) == "begin" ? "" : " (after the ", phase,
-                           " phase)", ": save_checkpoint is collective and must be called on ",
+                           " s", after, ": save_checkpoint is collective and must be called on ",
                            "every rank (", what, ")");
   };
   SaveResult res;
@@ -256,7 +257,8 @@ SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& ta
     try {
       io::persist_checkpoint(req, collectives_on(c, not_joined));
     } catch (const CheckpointError& e) {
-      throw CheckpointError(std::string("save_checkpoint: ") + e.what());
+      const std::string m = e.what();
+      throw CheckpointError(m.rfind("save_checkpoint", 0) == 0 ? m : "save_checkpoint: " + m);
     }
     res.mode = SaveResult::Mode::sync;
     res.blocked_ms = ms_since(t_call);

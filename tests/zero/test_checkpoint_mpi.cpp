@@ -1,7 +1,10 @@
 // tests/zero/test_checkpoint_mpi.cpp: Engine::save_checkpoint / load_checkpoint under mpiexec.
 // A run of 2n steps and a run of n steps + save + load into a fresh engine (other initial
 // weights) + n steps give the same losses and weights bit for bit, at every stage; a checkpoint
-// saved at one stage loads at another. (A save called on one rank only: ckpt_lonely_save.cpp.)
+// saved at one stage loads at another. The same with asynchronous saves: the persist runs on
+// background threads (their own communicator) while the ranks train on, and resume is bitwise;
+// persistent_time_interval decisions are the same on every rank. (A save called on one rank only:
+// ckpt_lonely_save.cpp; single-process async cases: test_checkpoint_async.cpp.)
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -62,7 +65,7 @@ std::vector<float> run(zero::Engine& e, io::WindowSampler& sampler, int steps) {
   return losses;
 }
 
-void resume_is_bitwise(int stage, DType dt) {
+void resume_is_bitwise(int stage, DType dt, bool async = false) {
   comm::Communicator& c = world_comm();
   io::TokenStream data = test::pattern_data();
   std::string dir = shared_dir(("resume_s" + std::to_string(stage) + dtype_name(dt)).c_str());
@@ -78,7 +81,19 @@ void resume_is_bitwise(int stage, DType dt) {
   zero::Engine eb(b, settings(stage, dt), &c);
   io::WindowSampler sb(data, 2, 16, 9, c.rank(), c.world());
   std::vector<float> first = run(eb, sb, 4);
-  eb.save_checkpoint(dir, "", "{\"position\": " + std::to_string(sb.position()) + "}");
+  zero::SaveOptions so;
+  so.async = async;
+  zero::SaveResult sr =
+      eb.save_checkpoint(dir, "", "{\"position\": " + std::to_string(sb.position()) + "}", so);
+  if (async) {
+    EXPECT_EQ(sr.mode, zero::SaveResult::Mode::async);
+    // The ranks train on while their background writers persist, and nothing changes for them.
+    std::vector<float> cont = run(eb, sb, 4);
+    eb.wait_checkpoint();
+    std::vector<float> both = first;
+    both.insert(both.end(), cont.begin(), cont.end());
+    EXPECT_EQ(both, straight) << "training during the persist";
+  }
 
   nn::GPT f(test::small_gpt());
   f.init_weights(777);  // different weights: everything must come from the checkpoint
@@ -103,6 +118,39 @@ TEST(CheckpointMpi, ResumeIsBitwiseStage1) { resume_is_bitwise(1, DType::f32); }
 TEST(CheckpointMpi, ResumeIsBitwiseStage2) { resume_is_bitwise(2, DType::f32); }
 TEST(CheckpointMpi, ResumeIsBitwiseStage2Bf16) { resume_is_bitwise(2, DType::bf16); }
 TEST(CheckpointMpi, ResumeIsBitwiseStage1Fp16) { resume_is_bitwise(1, DType::f16); }
+TEST(CheckpointMpi, AsyncResumeIsBitwiseStage2) { resume_is_bitwise(2, DType::f32, true); }
+TEST(CheckpointMpi, AsyncResumeIsBitwiseStage1Bf16) { resume_is_bitwise(1, DType::bf16, true); }
+TEST(CheckpointMpi, AsyncResumeIsBitwiseStage0Fp16) { resume_is_bitwise(0, DType::f16, true); }
+
+// Rank 0's clock decides whether a save is due; every rank skips or persists the same saves.
+TEST(CheckpointMpi, AsyncIntervalIsAgreedByAllRanks) {
+  comm::Communicator& c = world_comm();
+  io::TokenStream data = test::pattern_data();
+  std::string dir = shared_dir("async_interval");
+  nn::GPT a(test::small_gpt());
+  zero::Engine e(a, settings(2), &c);
+  io::WindowSampler s(data, 2, 16, 4, c.rank(), c.world());
+  zero::SaveOptions o;
+  o.async = true;
+  o.min_interval_s = 3600;
+  o.keep = 2;
+  std::vector<int> modes;
+  for (int i = 0; i < 3; ++i) {
+    run(e, s, 1);
+    modes.push_back(static_cast<int>(e.save_checkpoint(dir, "", "{}", o).mode));
+  }
+  o.force = true;
+  run(e, s, 1);
+  modes.push_back(static_cast<int>(e.save_checkpoint(dir, "", "{}", o).mode));
+  e.wait_checkpoint();
+  const int A = static_cast<int>(zero::SaveResult::Mode::async),
+            S = static_cast<int>(zero::SaveResult::Mode::skipped);
+  EXPECT_EQ(modes, (std::vector<int>{A, S, S, A}));
+  c.barrier();
+  EXPECT_EQ(io::list_tags(dir), (std::vector<std::string>{"global_step1", "global_step4"}));
+  EXPECT_TRUE(io::verify(dir, "global_step4").empty());
+  EXPECT_EQ(io::read_manifest(dir, "global_step4").world_size, c.world());
+}
 
 TEST(CheckpointMpi, SavedAtStage2LoadsAtStage0And1) {
   comm::Communicator& c = world_comm();
