@@ -270,7 +270,8 @@ void read_nebula(const Ctx& ctx, const Node* node, const std::string& path, Nebu
   MapReader r(ctx, node, path);
   r.read("enabled", n.enabled);
   r.read("persistent_storage_path", n.persistent_storage_path);
-  r.read("persistent_time_interval", n.persistent_time_interval, kPositive);
+  // 0: persist every save (DeepSpeed reads any integer; negative makes no sense).
+  r.read("persistent_time_interval", n.persistent_time_interval, kNonNegative);
   r.read("num_of_version_in_retention", n.num_of_version_in_retention, kPositive);
   r.read("enable_nebula_load", n.enable_nebula_load);
   r.read("load_path", n.load_path, {{"nebula_load_path", false}});
