@@ -239,5 +239,63 @@ with tempfile.TemporaryDirectory() as tmp:
     body = lambda t: [l for l in t.splitlines() if not l.startswith("# zerotrain configuration, resolved from")]
     check(r2.returncode == 0 and body(r2.stdout) == body(r.stdout), "the printed config reads back to the same config")
 
+def async_checkpoints():
+    """Asynchronous persistence (nebula_config, checkpoint.async) under mpirun -n 2 at stage 2: 40
+    steps straight vs 20 with background persists + a fresh process resuming from nebula's load_path
+    for 20 more, bit for bit; retention; persistent_time_interval skips; a conflicting
+    checkpoint.dir is refused."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [MPIEXEC, "-n", "2", "--oversubscribe", ZT, "train", "--config", TINY, "--sample", "0",
+                "--set", "model.n_layer=2", "--set", "model.n_embd=64", "--set", "model.seq_len=64",
+                "--set", "training.eval_interval=0", "--set", "scheduler.params.total_num_steps=40",
+                "--set", "scheduler.params.warmup_num_steps=5", "--set", "zero_optimization.stage=2",
+                "--set", "train_micro_batch_size_per_gpu=4", "--set", "checkpoint.interval=5"]
+        mpirun = lambda *a: subprocess.run([*base, *a], capture_output=True, encoding="utf-8",
+                                           errors="replace", timeout=240, env=env)
+        store, store2 = os.path.join(tmp, "nebula"), os.path.join(tmp, "nebula2")
+        neb = lambda path, interval="0": ["--set", "nebula.enabled=true", "--set", f"nebula.persistent_storage_path={path}",
+                                          "--set", f"nebula.persistent_time_interval={interval}",
+                                          "--set", "nebula.num_of_version_in_retention=2"]
+        full, a, b = (os.path.join(tmp, n) for n in ("full.jsonl", "a.jsonl", "b.jsonl"))
+        r0 = mpirun("--steps", "40", "--json-log", full)
+        r1 = mpirun("--steps", "20", "--json-log", a, *neb(store))
+        check(r0.returncode == 0 and r1.returncode == 0, f"straight and async runs exit 0 ({r1.stderr[-300:]})")
+        events = [json.loads(l) for l in open(a) if '"checkpoint"' in l] if os.path.exists(a) else []
+        check([e["mode"] for e in events] == ["async"] * 4 and [e["step"] for e in events] == [5, 10, 15, 20],
+              f"four background saves at steps 5..20 ({[(e.get('step'), e.get('mode')) for e in events]})")
+        check("in the background" in r1.stdout and "persisted " in r1.stdout,
+              "the log says the save went to the background and that the final one is durable")
+        tags = sorted(d for d in os.listdir(store) if not d.startswith(".") and d != "latest") if os.path.isdir(store) else []
+        check(tags == ["global_step15", "global_step20"], f"num_of_version_in_retention 2 keeps the newest two ({tags})")
+        check(open(os.path.join(store, "latest")).read().strip() == "global_step20" if os.path.exists(os.path.join(store, "latest")) else False,
+              "latest names the final save, durable at exit")
+        # A fresh process resumes from nebula's load_path and saves to its own storage path.
+        r2 = mpirun("--steps", "40", "--json-log", b, *neb(store2), "--set", f"nebula.load_path={store}")
+        check(r2.returncode == 0 and "global_step20 at step 20" in r2.stdout, f"resumes from load_path at step 20 ({r2.stderr[-300:]})")
+        losses = lambda f: [json.loads(l)["loss"] for l in open(f) if '"event"' not in l] if os.path.exists(f) else []
+        check(len(losses(full)) == 40 and losses(full) == losses(a) + losses(b),
+              "20 + async save + fresh process + 20 equals 40 straight, bit for bit")
+        check(os.path.exists(os.path.join(store2, "global_step40")), "the resumed run persists to its own storage path")
+        # persistent_time_interval: saves requested sooner are skipped; the final save never is.
+        store3 = os.path.join(tmp, "nebula3")
+        r = mpirun("--steps", "20", *neb(store3, "3600"))
+        check(r.returncode == 0 and r.stdout.count("  skipped   checkpoint") == 2,
+              f"saves at steps 10 and 15 skipped within the interval ({r.stdout.count('skipped')}; {r.stderr[-200:]})")
+        tags = sorted(d for d in os.listdir(store3) if not d.startswith(".") and d != "latest") if os.path.isdir(store3) else []
+        check(tags == ["global_step20", "global_step5"], f"the first and the final save persisted ({tags})")
+        # checkpoint.async without nebula: background persists into checkpoint.dir.
+        ck = os.path.join(tmp, "ck")
+        r = mpirun("--steps", "10", "--set", "checkpoint.async=true", "--set", f"checkpoint.dir={ck}")
+        check(r.returncode == 0 and os.path.exists(os.path.join(ck, "global_step10", "manifest.json")),
+              f"checkpoint.async persists into checkpoint.dir ({r.stderr[-200:]})")
+        r = run("train", "--config", TINY, "--steps", "1", *neb(store3), "--set", f"checkpoint.dir={ck}")
+        check(r.returncode == 2 and "checkpoint.dir" in r.stderr and "persistent_storage_path" in r.stderr,
+              "nebula with a different checkpoint.dir is refused naming both: " + r.stderr.strip()[:200])
+
+
+async_checkpoints()
+
 print(f"{passed} checks passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
