@@ -1,0 +1,169 @@
+// tests/optim/test_onebit_train.cpp: the 1-bit optimizers through the engine (ZeRO stage 0) on the
+// small GPT of tests/zero, under mpiexec at 1, 2 and 4 ranks:
+//   - before freeze_step, OneBitAdam trains bit for bit like AdamW (the engine all-reduces);
+//   - after it, the engine no longer all-reduces gradients (the comm log shows all_to_all and
+//     all_gather of packed signs instead), and the parameters stay identical on every rank;
+//   - OneBitAdam, ZeroOneAdam and OneBitLamb reach, after 150 steps at 2 ranks, a loss within a
+//     stated margin of AdamW's on the same data (figures printed; margins in the test).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "io/data.h"
+#include "tests/zero/engine_test_util.h"
+#include "zero/engine.h"
+
+namespace zt {
+namespace {
+
+comm::Communicator& world() {
+  static std::unique_ptr<comm::Communicator> c = comm::make_mpi_communicator();
+  return *c;
+}
+
+double mean_over_ranks(double v) {
+  Tensor t = Tensor::from_vector({static_cast<float>(v)}, {1});
+  world().all_reduce(t, comm::ReduceOp::avg)->wait();
+  return t.data<float>()[0];
+}
+
+zero::EngineSettings settings(optim::OptimizerKind kind) {
+  zero::EngineSettings s;
+  s.zero_stage = 0;
+  s.micro_batch = 2;
+  s.gradient_clipping = 1.0;
+  s.scheduler = optim::make_warmup_lr({0.0, 1e-2, 5, optim::WarmupType::linear});
+  s.optimizer_kind = kind;
+  s.adam.weight_decay = 0.01f;
+  s.onebit.weight_decay = 0.01f;
+  s.onebit.freeze_step = 40;
+  s.onebit.var_freeze_step = 60;
+  s.onebit.var_update_scaler = 4;
+  s.onebit.local_step_scaler = 10;
+  s.onebit.local_step_clipper = 4;
+  return s;
+}
+
+struct TrainRun {
+  std::vector<double> losses;  // mean over ranks, per step
+  std::vector<float> params;
+};
+
+TrainRun train(const zero::EngineSettings& s, int steps) {
+  comm::Communicator& c = world();
+  nn::GPT model(test::small_gpt());
+  model.init_weights(42);
+  zero::Engine eng(model, s, &c);
+  io::TokenStream data = test::pattern_data();
+  io::WindowSampler sampler(data, s.micro_batch, 16, 7, c.rank(), c.world());
+  Tensor ids, tgt;
+  TrainRun r;
+  for (int i = 0; i < steps; ++i) {
+    sampler.next(ids, tgt);
+    const float loss = eng.forward(ids, tgt);
+    eng.backward();
+    eng.step();
+    r.losses.push_back(mean_over_ranks(loss));
+  }
+  r.params = eng.flat_params().to_vector();
+  return r;
+}
+
+double tail_mean(const std::vector<double>& v, int k) {
+  double s = 0;
+  for (size_t i = v.size() - k; i < v.size(); ++i) s += v[i];
+  return s / k;
+}
+
+TEST(OneBitTrain, WarmupIsAdamWBitwise) {
+  zero::EngineSettings a = settings(optim::OptimizerKind::adam);
+  zero::EngineSettings b = settings(optim::OptimizerKind::onebit_adam);
+  b.onebit.freeze_step = 1000;
+  TrainRun ra = train(a, 12), rb = train(b, 12);
+  EXPECT_EQ(ra.losses, rb.losses);
+  EXPECT_EQ(ra.params, rb.params);
+}
+
+TEST(OneBitTrain, CompressedStageSkipsTheGradientAllReduce) {
+  comm::Communicator& c = world();
+  zero::EngineSettings s = settings(optim::OptimizerKind::onebit_adam);
+  s.onebit.freeze_step = 3;
+  nn::GPT model(test::small_gpt());
+  model.init_weights(42);
+  zero::Engine eng(model, s, &c);
+  io::TokenStream data = test::pattern_data();
+  io::WindowSampler sampler(data, s.micro_batch, 16, 7, c.rank(), c.world());
+  Tensor ids, tgt;
+  for (int i = 0; i < 3; ++i) {  // warm-up
+    sampler.next(ids, tgt);
+    eng.forward(ids, tgt);
+    eng.backward();
+    eng.step();
+  }
+  c.log().set_enabled(true);
+  c.log().clear();
+  for (int i = 0; i < 4; ++i) {  // compressed
+    sampler.next(ids, tgt);
+    eng.forward(ids, tgt);
+    eng.backward();
+    eng.step();
+  }
+  int64_t big_all_reduce = 0, a2a = 0, a2a_bytes = 0;
+  for (const auto& e : c.log().entries()) {
+    if (e.op == "all_reduce" && e.bytes > 64) big_all_reduce += e.calls;
+    if (e.op == "all_to_all") {
+      a2a += e.calls;
+      a2a_bytes += e.bytes * e.calls;
+    }
+  }
+  c.log().set_enabled(false);
+  EXPECT_EQ(big_all_reduce, 0) << "the gradient was all-reduced in the compressed stage";
+  if (c.world() > 1) {
+    EXPECT_EQ(a2a, 4);
+    // packed signs + one scale per block: about n / 8 bytes per step for n parameters
+    EXPECT_LT(static_cast<double>(a2a_bytes) / 4, eng.flat_params().numel() / 8.0 + 4096);
+  }
+  Tensor mine = eng.flat_params().clone(), root = mine.clone();
+  c.broadcast(root, 0)->wait();
+  EXPECT_EQ(mine.to_vector(), root.to_vector()) << "parameters differ between ranks";
+}
+
+TEST(OneBitTrain, LossWithinMarginOfAdamW) {
+  const int steps = 150, tail = 10;
+  const double adamw = tail_mean(train(settings(optim::OptimizerKind::adam), steps).losses, tail);
+  struct Case {
+    optim::OptimizerKind kind;
+    const char* name;
+    double margin;  // relative, final loss vs AdamW's
+  };
+  // Margins at 2 ranks (the stated comparison), from the figures measured when this was written
+  // (150 steps, warm-up/var_freeze 40/60): OneBitAdam -11%, ZeroOneAdam +20%, OneBitLamb +36% vs
+  // AdamW. At 1 rank nothing is compressed (-3%, +1%, -11%); at 4 ranks OneBitAdam -3%,
+  // ZeroOneAdam +57%, OneBitLamb +105%: on a model this small and a warm-up this short, the
+  // compression error of ZeroOneAdam's local steps and of OneBitLamb's reconstructed gradient
+  // (10x the momentum's error, into the fresh variance and its scaling factor) costs more than
+  // at the scale of the papers. Other rank counts check that each one learns.
+  for (const Case& k : {Case{optim::OptimizerKind::onebit_adam, "OneBitAdam", 0.05},
+                        Case{optim::OptimizerKind::zero_one_adam, "ZeroOneAdam", 0.30},
+                        Case{optim::OptimizerKind::onebit_lamb, "OneBitLamb", 0.50}}) {
+    TrainRun r = train(settings(k.kind), steps);
+    const double mine = tail_mean(r.losses, tail);
+    if (world().rank() == 0)
+      std::printf("[ onebit ] %d ranks, %d steps: mean loss of the last %d: AdamW %.4f, %s %.4f "
+                  "(%+.2f%%; first loss %.4f)\n",
+                  world().world(), steps, tail, adamw, k.name, mine, 100 * (mine / adamw - 1),
+                  r.losses.front());
+    if (world().world() == 2) {
+      EXPECT_LT(mine, adamw * (1 + k.margin)) << k.name;
+    }
+    EXPECT_LT(mine, 0.8 * r.losses.front()) << k.name << " did not learn";
+  }
+}
+
+}  // namespace
+}  // namespace zt
