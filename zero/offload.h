@@ -126,7 +126,8 @@ class OptimizerOffload {
   OffloadOptions opt_;
   int64_t n_ = 0, group_ = 0, groups_ = 0, stride_ = 0;  // stride_: bytes per state per slot
   int64_t t_ = 0;
-  // cpu: [master | exp_avg | exp_avg_sq], each round_up(4n, 4 KiB) bytes.
+  // cpu: [master | exp_avg | exp_avg_sq], plane_ floats apart (see the constructor).
+  int64_t plane_ = 0;
   io::AlignedBuffer host_;
   // nvme (declared before aio_, which is destroyed first and waits for its requests).
   std::string dir_, path_;

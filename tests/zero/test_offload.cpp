@@ -184,7 +184,8 @@ TEST(OptimizerOffload, MemoryAccountingAndCleanup) {
     OffloadOptions cpu;
     cpu.pin_memory = true;  // mlock, or one warning line and pageable memory
     OptimizerOffload off(zt::optim::AdamParams{}, n, cpu);
-    EXPECT_EQ(off.memory().host_bytes, 3 * 40'960);  // 40,000 bytes per state, rounded to 4 KiB
+    EXPECT_GE(off.memory().host_bytes, 3 * 40'000);  // 3 states, each padded to 4 KiB + 256
+    EXPECT_LE(off.memory().host_bytes, 3 * 40'960 + 4'096);
     EXPECT_EQ(off.memory().file_bytes, 0);
     EXPECT_FALSE(off.on_nvme());
   }
