@@ -5,6 +5,7 @@
 //   zerotrain ckpt inspect DIR                  tags, integrity, what a resume would load
 //   zerotrain ckpt consolidate DIR [--tag T] --out FILE [--dtype f32|bf16|f16]   full weights
 //   zerotrain generate --checkpoint DIR [--tag T] --prompt TEXT [--bytes N] [--temperature X]
+//   zerotrain launch [--hostfile F] [--include S] ... [--dry-run] -- train ...   (mpirun for you)
 // Exit codes: 0 success, 2 bad config or input (one clear line on stderr), 1 runtime failure.
 // Under mpirun a failing rank ends the whole job (MPI_Abort with that code): no rank is left
 // waiting in a collective. An error every rank hits (a bad config) is printed once, by rank 0.
@@ -15,6 +16,7 @@
 
 #include "apps/zerotrain/ckpt.h"
 #include "apps/zerotrain/generate.h"
+#include "apps/zerotrain/launch.h"
 #include "apps/zerotrain/lr.h"
 #include "apps/zerotrain/estimate.h"
 #include "apps/zerotrain/train.h"
@@ -93,6 +95,23 @@ int main(int argc, char** argv) {
   estimate->add_option("--buffer-factor", eopt.buffer_factor,
                        "DeepSpeed's additional_buffer_factor for host memory (default 1.5)");
 
+  // zerotrain launch: DeepSpeed's launcher as one mpirun command line (apps/zerotrain/launch.h).
+  zt::app::LaunchOptions lnopt;
+  auto* launch = app.add_subcommand(
+      "launch", "run a command on every rank with mpirun: -- train --config FILE ... (hosts from "
+                "a DeepSpeed hostfile, else this machine's GPUs, else one rank per NUMA node)");
+  launch->add_option("--hostfile", lnopt.hostfile, "DeepSpeed hostfile: lines `HOST slots=N`");
+  launch->add_option("--include,-i", lnopt.include, "hosts/slots to use: host[:slot,...][@host...]");
+  launch->add_option("--exclude,-e", lnopt.exclude, "hosts/slots to leave out (same syntax)");
+  launch->add_option("--num_nodes", lnopt.num_nodes, "use the first N hosts");
+  launch->add_option("--num_gpus", lnopt.num_gpus, "use the first G slots (GPUs) of each host");
+  launch->add_option("--master_addr", lnopt.master_addr, "MASTER_ADDR for the ranks (default: first host)");
+  launch->add_option("--master_port", lnopt.master_port, "MASTER_PORT for the ranks (default 29500)");
+  launch->add_option("--launcher_args", lnopt.launcher_args, "more mpirun options, as one string");
+  launch->add_flag("--dry-run,--dry_run", lnopt.dry_run, "print the mpirun command and exit");
+  launch->add_option("command", lnopt.command, "after --: a zerotrain subcommand and its "
+                                                "arguments (train --config FILE ...), or a program");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -127,6 +146,7 @@ int main(int argc, char** argv) {
     if (*consolidate) return zt::app::run_ckpt_consolidate(copt);
     if (*generate) return zt::app::run_generate(gopt);
     if (*estimate) return zt::app::run_estimate(eopt);
+    if (*launch) return zt::app::run_launch(lnopt);
     if (*config) {
       zt::io::Config c = zt::io::load_config(cfg_path, cfg_overrides);
       zt::io::resolve_batch_sizes(c, cfg_world);
