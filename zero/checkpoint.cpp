@@ -324,7 +324,10 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
 
   // Which old ranks hold which part of [a, b); read `name` for the overlap into dst (dst[0] is
   // element a), converting dtypes when the checkpoint's differs.
-  auto read = [&](const std::string& name, int64_t a, int64_t b, Tensor dst) {
+  // Same dtype: read straight into the destination (no staging copy: loads run at read() speed);
+  // otherwise through a staging tensor and a converting copy. `raw` (f32 only): a destination
+  // outside any Tensor (the optimizer's state vectors).
+  auto read_impl = [&](const std::string& name, int64_t a, int64_t b, Tensor* dst, float* raw) {
     for (const io::RankPartition& rp : m.partitions) {
       const io::FlatRange& fr = rp.ranges.at(0);
       int64_t x = std::max<int64_t>(a, static_cast<int64_t>(fr.begin));
@@ -334,12 +337,28 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
       const io::SafetensorsTensorInfo* info = rd.find(name);
       if (!info) throw CheckpointError(detail::str_cat("load_checkpoint: ", rd.path(), " has no `", name, "`"));
       const size_t es = dtype_size(info->dtype);
+      const uint64_t off = static_cast<uint64_t>(x - static_cast<int64_t>(fr.begin)) * es;
+      const size_t nbytes = static_cast<size_t>(y - x) * es;
+      const DType want = dst ? dst->dtype() : DType::f32;
+      if (info->dtype == want) {
+        void* to = dst ? dst->flat_view(x - a, {y - x}).raw() : raw + (x - a);
+        rd.read_range(name, off, to, nbytes);
+        continue;
+      }
       Tensor tmp = Tensor::empty({y - x}, info->dtype);
-      rd.read_range(name, static_cast<uint64_t>(x - static_cast<int64_t>(fr.begin)) * es, tmp.raw(),
-                    static_cast<size_t>(y - x) * es);
-      Tensor out = dst.flat_view(x - a, {y - x});
-      ops::copy(tmp, out);
+      rd.read_range(name, off, tmp.raw(), nbytes);
+      if (dst) {
+        Tensor out = dst->flat_view(x - a, {y - x});
+        ops::copy(tmp, out);
+      } else {
+        Tensor f = Tensor::empty({y - x});
+        ops::copy(tmp, f);
+        std::memcpy(raw + (x - a), f.raw(), static_cast<size_t>(y - x) * 4);
+      }
     }
+  };
+  auto read = [&](const std::string& name, int64_t a, int64_t b, Tensor dst) {
+    read_impl(name, a, b, &dst, nullptr);
   };
 
   // Weights: every rank needs all of them, except at stage 3 (its partition only).
@@ -364,11 +383,7 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
       read("master", a, b, master_.flat_view(0, {b - a}));
   }
   if (opts.load_optimizer_states && !opts.load_module_only) {
-    for (auto& [name, buf] : optimizer_->state()) {
-      Tensor t = Tensor::empty({b - a});
-      read(name, a, b, t);
-      std::memcpy(buf->data(), t.raw(), static_cast<size_t>(b - a) * 4);
-    }
+    for (auto& [name, buf] : optimizer_->state()) read_impl(name, a, b, nullptr, buf->data());
     optimizer_->set_step_count(engine.at("optimizer_step").get<int64_t>());
     const json& ls = engine.at("loss_scaler");
     if (ls.at("dynamic").get<bool>() == scaler_.dynamic() && s_.model_dtype == DType::f16) {
