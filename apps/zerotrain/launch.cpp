@@ -1,6 +1,8 @@
 // apps/zerotrain/launch.cpp: `zerotrain launch` (see launch.h for what it does and why).
 #include "apps/zerotrain/launch.h"
 
+#include "core/error.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,8 +18,6 @@
 #include <regex>
 #include <set>
 #include <sstream>
-
-#include "core/error.h"
 
 extern char** environ;
 
@@ -64,7 +64,9 @@ bool valid_env_name(std::string_view n) {
 
 std::string read_text(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(detail::str_cat(what, " ", path, ": cannot read (", std::strerror(errno), ")"));
+  if (!in)
+    throw ConfigError(
+        detail::str_cat(what, " ", path, ": cannot read (", std::strerror(errno), ")"));
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -102,7 +104,8 @@ Resources parse_hostfile(std::string_view text, const std::string& path) {
       throw ConfigError(where + "expected `slots=N` after the host name, got `" + slots_kv + "`");
     const int n = parse_count(std::string_view(slots_kv).substr(6));
     if (n < 1)
-      throw ConfigError(where + "slots must be a whole number >= 1, got `" + slots_kv.substr(6) + "`");
+      throw ConfigError(where + "slots must be a whole number >= 1, got `" + slots_kv.substr(6) +
+                        "`");
     if (host.find_first_of(":,@=") != std::string::npos)
       throw ConfigError(where + "host name `" + host + "` contains one of `:,@=`");
     if (auto it = seen.find(host); it != seen.end())
@@ -138,7 +141,8 @@ Resources filter_resources(const Resources& pool, const std::string& include,
     if (part.empty()) throw ConfigError(opt + " `" + spec + "`: empty host entry (between `@`s)");
     const size_t colon = part.find(':');
     const std::string host(part.substr(0, colon));
-    auto it = std::find_if(pool.begin(), pool.end(), [&](const HostSlots& h) { return h.host == host; });
+    auto it =
+        std::find_if(pool.begin(), pool.end(), [&](const HostSlots& h) { return h.host == host; });
     if (it == pool.end()) {
       std::string known;
       for (const auto& h : pool) known += (known.empty() ? "" : ", ") + h.host;
@@ -156,8 +160,8 @@ Resources filter_resources(const Resources& pool, const std::string& include,
         throw ConfigError(opt + " `" + std::string(part) + "`: slot `" + std::string(s) +
                           "` is not a number");
       if (std::find(it->slots.begin(), it->slots.end(), v) == it->slots.end())
-        throw ConfigError(opt + ": host `" + host + "` has no slot " + std::to_string(v) + " (slots " +
-                          join_slots(it->slots) + ")");
+        throw ConfigError(opt + ": host `" + host + "` has no slot " + std::to_string(v) +
+                          " (slots " + join_slots(it->slots) + ")");
       picked[host].insert(v);
     }
   }
@@ -182,16 +186,16 @@ Resources limit_resources(const Resources& pool, int num_nodes, int num_gpus) {
   Resources out = pool;
   if (num_nodes > 0) {
     if (static_cast<size_t>(num_nodes) > out.size())
-      throw ConfigError(detail::str_cat("--num_nodes ", num_nodes, ": only ", out.size(),
-                                        " host(s) to run on"));
+      throw ConfigError(
+          detail::str_cat("--num_nodes ", num_nodes, ": only ", out.size(), " host(s) to run on"));
     out.resize(static_cast<size_t>(num_nodes));
   }
   if (num_gpus > 0) {
     for (HostSlots& h : out) {
       if (h.slots.size() < static_cast<size_t>(num_gpus))
-        throw ConfigError(detail::str_cat("--num_gpus ", num_gpus, ": host `", h.host, "` has only ",
-                                          h.slots.size(), " slot(s)",
-                                          h.line ? detail::str_cat(" (hostfile line ", h.line, ")") : ""));
+        throw ConfigError(detail::str_cat(
+            "--num_gpus ", num_gpus, ": host `", h.host, "` has only ", h.slots.size(), " slot(s)",
+            h.line ? detail::str_cat(" (hostfile line ", h.line, ")") : ""));
       h.slots.resize(static_cast<size_t>(num_gpus));
     }
   }
@@ -248,24 +252,34 @@ std::vector<std::pair<std::string, std::string>> parse_env_file(std::string_view
   return out;
 }
 
-const std::vector<std::string> kForwardedEnvPrefixes = {"NCCL_", "UCX_", "UCC_", "FI_",
+const std::vector<std::string> kForwardedEnvPrefixes = {"NCCL_", "UCX_",  "UCC_", "FI_",
                                                         "OMPI_", "CUDA_", "OMP_", "ZT_"};
 
 std::vector<std::string> forwarded_env_names(const std::vector<std::string>& environ_entries) {
   // What an mpirun sets for its own ranks: carrying these into a new job (a launch from inside a
   // rank) would hand it another job's ranks and session.
-  static const char* kOmpiOwn[] = {"OMPI_COMM_WORLD_",   "OMPI_APP_CTX_",  "OMPI_ARGV",
-                                   "OMPI_COMMAND",       "OMPI_FILE_LOCATION", "OMPI_FIRST_RANKS",
-                                   "OMPI_NUM_APP_CTX",   "OMPI_UNIVERSE_SIZE", "OMPI_MCA_ess",
-                                   "OMPI_MCA_orte_",     "OMPI_MCA_pmix",  "OMPI_MCA_initial_wdir",
-                                   "OMPI_MCA_mpi_oversubscribe", "OMPI_MCA_shmem_RUNTIME_QUERY_hint"};
+  static const char* kOmpiOwn[] = {"OMPI_COMM_WORLD_",
+                                   "OMPI_APP_CTX_",
+                                   "OMPI_ARGV",
+                                   "OMPI_COMMAND",
+                                   "OMPI_FILE_LOCATION",
+                                   "OMPI_FIRST_RANKS",
+                                   "OMPI_NUM_APP_CTX",
+                                   "OMPI_UNIVERSE_SIZE",
+                                   "OMPI_MCA_ess",
+                                   "OMPI_MCA_orte_",
+                                   "OMPI_MCA_pmix",
+                                   "OMPI_MCA_initial_wdir",
+                                   "OMPI_MCA_mpi_oversubscribe",
+                                   "OMPI_MCA_shmem_RUNTIME_QUERY_hint"};
   std::set<std::string> names;
   for (const std::string& e : environ_entries) {
     const std::string name = e.substr(0, e.find('='));
     if (name == "CUDA_VISIBLE_DEVICES" || !valid_env_name(name)) continue;
     auto starts = [&](const std::string& p) { return name.rfind(p, 0) == 0; };
     if (!std::any_of(kForwardedEnvPrefixes.begin(), kForwardedEnvPrefixes.end(), starts)) continue;
-    if (std::any_of(std::begin(kOmpiOwn), std::end(kOmpiOwn), [&](const char* p) { return starts(p); }))
+    if (std::any_of(std::begin(kOmpiOwn), std::end(kOmpiOwn),
+                    [&](const char* p) { return starts(p); }))
       continue;
     names.insert(name);
   }
@@ -285,7 +299,8 @@ std::vector<std::string> build_mpirun_argv(const LaunchPlan& plan) {
     const std::string k = std::to_string(h.slots.size());
     if (i > 0) a.push_back(":");
     a.insert(a.end(), {"-np", k, "-H", h.host + ":" + k});
-    if (plan.set_visible_devices) a.insert(a.end(), {"-x", "CUDA_VISIBLE_DEVICES=" + visible_devices(h)});
+    if (plan.set_visible_devices)
+      a.insert(a.end(), {"-x", "CUDA_VISIBLE_DEVICES=" + visible_devices(h)});
     for (const auto& [n, v] : plan.env_values) a.insert(a.end(), {"-x", n + "=" + v});
     for (const auto& n : plan.env_names) a.insert(a.end(), {"-x", n});
     a.insert(a.end(), plan.program.begin(), plan.program.end());
@@ -301,7 +316,8 @@ std::vector<std::string> split_shell_words(const std::string& s) {
     const char c = s[i];
     if (c == '\'') {
       const size_t end = s.find('\'', i + 1);
-      if (end == std::string::npos) throw ConfigError("--launcher_args: unmatched ' in `" + s + "`");
+      if (end == std::string::npos)
+        throw ConfigError("--launcher_args: unmatched ' in `" + s + "`");
       cur += s.substr(i + 1, end - i - 1);
       i = end;
       in_word = true;
@@ -392,13 +408,15 @@ std::vector<std::pair<std::string, std::string>> load_env_file() {
     candidates.push_back(name);
   } else {
     candidates.push_back(name);
-    if (const char* home = std::getenv("HOME")) candidates.push_back(std::string(home) + "/" + name);
+    if (const char* home = std::getenv("HOME"))
+      candidates.push_back(std::string(home) + "/" + name);
   }
   for (const std::string& c : candidates)
     if (fs::is_regular_file(c)) return parse_env_file(read_text(c, "environment file"), c);
   if (explicit_name)
-    throw ConfigError(detail::str_cat(var, "=", name, ": no such file",
-                                      name.find('/') == std::string::npos ? " here or in $HOME" : ""));
+    throw ConfigError(
+        detail::str_cat(var, "=", name, ": no such file",
+                        name.find('/') == std::string::npos ? " here or in $HOME" : ""));
   return {};
 }
 
@@ -412,11 +430,13 @@ std::string self_exe() {
 
 int run_launch(const LaunchOptions& opt) {
   if (opt.command.empty())
-    throw ConfigError("launch: give the command after `--`, e.g. "
-                      "`zerotrain launch -- train --config configs/tiny.yaml`");
+    throw ConfigError(
+        "launch: give the command after `--`, e.g. "
+        "`zerotrain launch -- train --config configs/tiny.yaml`");
   if ((opt.num_nodes >= 0 || opt.num_gpus >= 0) && (!opt.include.empty() || !opt.exclude.empty()))
-    throw ConfigError("--num_nodes/--num_gpus and --include/--exclude exclude each other "
-                      "(as in DeepSpeed): give one kind");
+    throw ConfigError(
+        "--num_nodes/--num_gpus and --include/--exclude exclude each other "
+        "(as in DeepSpeed): give one kind");
   if (opt.master_port < 1 || opt.master_port > 65535)
     throw ConfigError(detail::str_cat("--master_port ", opt.master_port, ": not a port (1-65535)"));
 
@@ -430,14 +450,17 @@ int run_launch(const LaunchOptions& opt) {
   if (!opt.hostfile.empty()) {
     pool = read_hostfile(opt.hostfile);
   } else {
-    HostSlots local{"localhost", {}, local_gpu_devices(count_physical_gpus(),
-                                                       std::getenv("CUDA_VISIBLE_DEVICES")), 0};
+    HostSlots local{"localhost",
+                    {},
+                    local_gpu_devices(count_physical_gpus(), std::getenv("CUDA_VISIBLE_DEVICES")),
+                    0};
     if (local.devices.empty()) {
       // No GPU: the CPU layout, one rank per NUMA node, each bound to its node.
       if (opt.num_gpus > 0)
-        throw ConfigError(detail::str_cat("--num_gpus ", opt.num_gpus,
-                                          ": no GPU on this machine (nvidia-smi -L and /dev/nvidia* "
-                                          "show none, or CUDA_VISIBLE_DEVICES hides them)"));
+        throw ConfigError(
+            detail::str_cat("--num_gpus ", opt.num_gpus,
+                            ": no GPU on this machine (nvidia-smi -L and /dev/nvidia* "
+                            "show none, or CUDA_VISIBLE_DEVICES hides them)"));
       plan.set_visible_devices = false;
       plan.cpu_numa_binding = true;
       for (int i = 0, n = count_numa_nodes(); i < n; ++i) local.slots.push_back(i);
@@ -463,9 +486,10 @@ int run_launch(const LaunchOptions& opt) {
   }
 
   // The ranks' program: this zerotrain for one of its subcommands, else the program named.
-  static const std::set<std::string> kSubcommands = {"train", "config", "lr", "ckpt", "generate",
-                                                     "estimate"};
-  if (opt.command[0] == "launch") throw ConfigError("launch: `-- launch ...` would launch a launcher");
+  static const std::set<std::string> kSubcommands = {"train", "config",   "lr",
+                                                     "ckpt",  "generate", "estimate"};
+  if (opt.command[0] == "launch")
+    throw ConfigError("launch: `-- launch ...` would launch a launcher");
   if (kSubcommands.count(opt.command[0])) plan.program.push_back(self_exe());
   plan.program.insert(plan.program.end(), opt.command.begin(), opt.command.end());
 

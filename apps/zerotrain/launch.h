@@ -104,7 +104,8 @@ struct LaunchOptions {
   int master_port = 29500;
   std::string launcher_args;
   bool dry_run = false;
-  std::vector<std::string> command;  // after `--`: a zerotrain subcommand and its arguments, or a program
+  std::vector<std::string>
+      command;  // after `--`: a zerotrain subcommand and its arguments, or a program
 };
 // Builds the plan from the options and this machine, prints the command, and replaces this process
 // with mpirun (or, with --dry-run, returns 0). Bad input throws ConfigError.

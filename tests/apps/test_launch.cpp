@@ -2,13 +2,12 @@
 // DeepSpeed's hostfile and --include/--exclude syntax, --num_nodes/--num_gpus, the environment
 // file and forwarded variables, shell words, and the mpirun command line built from them.
 #include "apps/zerotrain/launch.h"
+#include "core/error.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
-
-#include "core/error.h"
 
 namespace zt::app {
 namespace {
@@ -27,9 +26,7 @@ std::string config_error(F&& f) {
   return "";
 }
 
-Resources two_workers() {
-  return parse_hostfile("worker-0 slots=4\nworker-1 slots=4\n", "hf");
-}
+Resources two_workers() { return parse_hostfile("worker-0 slots=4\nworker-1 slots=4\n", "hf"); }
 
 std::string layout(const Resources& r) {
   std::string s;
@@ -66,8 +63,9 @@ TEST(Hostfile, ErrorsNameFileAndLine) {
             "hf:1: host name `a:1` contains one of `:,@=`");
   EXPECT_EQ(config_error([] { parse_hostfile("# nothing\n\n", "hf"); }),
             "hf: no hosts (lines are `HOST slots=N`)");
-  EXPECT_NE(config_error([] { read_hostfile("/nonexistent/hostfile"); }).find("/nonexistent/hostfile"),
-            std::string::npos);
+  EXPECT_NE(
+      config_error([] { read_hostfile("/nonexistent/hostfile"); }).find("/nonexistent/hostfile"),
+      std::string::npos);
 }
 
 TEST(IncludeExclude, DeepSpeedSyntax) {
@@ -144,11 +142,19 @@ TEST(EnvFile, NameValueLines) {
 }
 
 TEST(EnvForward, PrefixesMinusPerHostAndMpirunOwn) {
-  Strings env = {"NCCL_DEBUG=INFO",          "UCX_TLS=rc",          "HOME=/root",
-                 "CUDA_VISIBLE_DEVICES=0,1", "CUDA_HOME=/usr/local/cuda",
-                 "OMPI_MCA_btl=^openib",     "OMPI_COMM_WORLD_RANK=3", "OMPI_MCA_orte_hnp_uri=x",
-                 "FI_PROVIDER=efa",          "OMP_NUM_THREADS=8",   "ZT_ENV_FILE=e",
-                 "MYNCCL_X=1",               "OMPI_ALLOW_RUN_AS_ROOT=1"};
+  Strings env = {"NCCL_DEBUG=INFO",
+                 "UCX_TLS=rc",
+                 "HOME=/root",
+                 "CUDA_VISIBLE_DEVICES=0,1",
+                 "CUDA_HOME=/usr/local/cuda",
+                 "OMPI_MCA_btl=^openib",
+                 "OMPI_COMM_WORLD_RANK=3",
+                 "OMPI_MCA_orte_hnp_uri=x",
+                 "FI_PROVIDER=efa",
+                 "OMP_NUM_THREADS=8",
+                 "ZT_ENV_FILE=e",
+                 "MYNCCL_X=1",
+                 "OMPI_ALLOW_RUN_AS_ROOT=1"};
   EXPECT_EQ(forwarded_env_names(env),
             (Strings{"CUDA_HOME", "FI_PROVIDER", "NCCL_DEBUG", "OMPI_ALLOW_RUN_AS_ROOT",
                      "OMPI_MCA_btl", "OMP_NUM_THREADS", "UCX_TLS", "ZT_ENV_FILE"}));
@@ -174,14 +180,44 @@ TEST(MpirunArgv, OneAppContextPerHostWithItsDevices) {
   p.env_values = {{"FOO", "bar baz"}, {"MASTER_ADDR", "worker-0"}};
   p.env_names = {"NCCL_DEBUG"};
   p.program = {"/opt/zt/zerotrain", "train", "--config", "c.yaml"};
-  const Strings expect = {
-      "mpirun", "--allow-run-as-root", "--mca", "btl", "^openib",
-      "-np", "2", "-H", "worker-0:2", "-x", "CUDA_VISIBLE_DEVICES=0,2", "-x", "FOO=bar baz",
-      "-x", "MASTER_ADDR=worker-0", "-x", "NCCL_DEBUG", "/opt/zt/zerotrain", "train", "--config",
-      "c.yaml", ":",
-      "-np", "4", "-H", "worker-1:4", "-x", "CUDA_VISIBLE_DEVICES=0,1,2,3", "-x", "FOO=bar baz",
-      "-x", "MASTER_ADDR=worker-0", "-x", "NCCL_DEBUG", "/opt/zt/zerotrain", "train", "--config",
-      "c.yaml"};
+  const Strings expect = {"mpirun",
+                          "--allow-run-as-root",
+                          "--mca",
+                          "btl",
+                          "^openib",
+                          "-np",
+                          "2",
+                          "-H",
+                          "worker-0:2",
+                          "-x",
+                          "CUDA_VISIBLE_DEVICES=0,2",
+                          "-x",
+                          "FOO=bar baz",
+                          "-x",
+                          "MASTER_ADDR=worker-0",
+                          "-x",
+                          "NCCL_DEBUG",
+                          "/opt/zt/zerotrain",
+                          "train",
+                          "--config",
+                          "c.yaml",
+                          ":",
+                          "-np",
+                          "4",
+                          "-H",
+                          "worker-1:4",
+                          "-x",
+                          "CUDA_VISIBLE_DEVICES=0,1,2,3",
+                          "-x",
+                          "FOO=bar baz",
+                          "-x",
+                          "MASTER_ADDR=worker-0",
+                          "-x",
+                          "NCCL_DEBUG",
+                          "/opt/zt/zerotrain",
+                          "train",
+                          "--config",
+                          "c.yaml"};
   EXPECT_EQ(build_mpirun_argv(p), expect);
 }
 

@@ -35,7 +35,7 @@ def check(cond, what):
 
 # A clean environment: no CUDA_VISIBLE_DEVICES, no .deepspeed_env from the user's $HOME.
 BASE_ENV = {k: v for k, v in os.environ.items()
-            if not k.startswith(("NCCL_", "UCX_", "UCC_", "FI_", "CUDA_", "ZT_", "DS_ENV"))}
+            if not k.startswith(("NCCL_", "UCX_", "UCC_", "FI_", "CUDA_", "ZT_", "DS_ENV", "OMPI_", "OMP_"))}
 BASE_ENV.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
 
 
