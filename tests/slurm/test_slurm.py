@@ -9,7 +9,9 @@ ProctrackType=proctrack/linuxproc, TaskPlugin=task/none. Then, through sbatch:
      `#SBATCH --signal=B:USR1@120` does before the time limit): the script forwards it to the
      ranks, they save and exit 85, the script requeues the job, and the requeued run resumes from
      the checkpoint and finishes; its losses equal those of an uninterrupted job bit for bit;
-  3. the same script with ZT_LAUNCHER=mpirun (mpirun reading the Slurm allocation).
+  3. the same script with ZT_LAUNCHER=mpirun (mpirun reading the Slurm allocation);
+  4. slurm/train.sbatch (GPU) as it is, on two pretend GPUs (gres.conf with stand-in device
+     files): each task gets its own CUDA_VISIBLE_DEVICES from --gpus-per-task=1.
 It also checks that slurm/train.sbatch (GPU) has the same body as the CPU script.
 Every daemon is a child of this process (run in the foreground) and is stopped at the end, also
 on failure. Installs slurm-wlm and munge with apt-get when missing (needs root or sudo).
@@ -149,9 +151,14 @@ MpiDefault=none
 ReturnToService=2
 KillWait=10
 MinJobAge=600
-{node} NodeAddr=127.0.0.1 State=UNKNOWN
+# Two pretend GPUs (a count, no device files), so that slurm/train.sbatch's --gpus-per-task=1 is
+# scheduled as on a GPU node; the ranks train on the CPU.
+GresTypes=gpu
+{node} Gres=gpu:2 NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
+        with open(os.path.join(r, "gres.conf"), "w") as f:
+            f.write(f"NodeName={host} Name=gpu File=/dev/null,/dev/zero\n")
         self.env = dict(os.environ, SLURM_CONF=self.conf)
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", self.conf])
         self._spawn("slurmd", ["slurmd", "-D", "-f", self.conf])
@@ -199,12 +206,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 print("".join(open(path).readlines()[-25:]))
 
 
-def submit(cl, out, args, extra_env=None, sbatch_opts=()):
-    env = dict(cl.env, ZT_BIN=ZT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               **(extra_env or {}))
+def submit(cl, out, args, extra_env=None, sbatch_opts=(), script="train-cpu.sbatch"):
+    env = dict(cl.env, ZT_BIN=ZT, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.update(extra_env or {})
     env.pop("OMP_NUM_THREADS", None)
     r = subprocess.run(["sbatch", "--parsable", f"--output={out}", "--ntasks-per-node=2", "--cpus-per-task=1",
-                        *sbatch_opts, os.path.join(SRC, "slurm", "train-cpu.sbatch"), *args],
+                        *sbatch_opts, os.path.join(SRC, "slurm", script), *args],
                        capture_output=True, text=True, env=env, timeout=60)
     if r.returncode != 0:
         raise RuntimeError(f"sbatch failed ({r.returncode}): {r.stderr.strip()}")
@@ -326,6 +333,27 @@ def main():
               f"job 3 ({j3}, ZT_LAUNCHER=mpirun) trained 2 ranks and completed ({st}) in {time.time() - t:.1f} s")
         if st != "COMPLETED":
             print(o3[-3000:])
+
+        # 4. The GPU script as it is (--gpus-per-task=1 on the pretend GPUs), on one node.
+        t = time.time()
+        out5, ck5 = os.path.join(tmp, "job5.out"), os.path.join(tmp, "ck5")
+        # ZT_BIN: a wrapper that notes the GPU Slurm gave each task, then runs zerotrain.
+        wrapper = os.path.join(tmp, "zt-wrapper.sh")
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES" > {tmp}/gpu.$SLURM_PROCID\nexec {ZT} "$@"\n')
+        os.chmod(wrapper, 0o755)
+        j5 = submit(cl, out5, [*small, "--steps", "20"], {"ZT_CKPT_DIR": ck5, "ZT_BIN": wrapper},
+                    sbatch_opts=["--nodes=1"], script="train.sbatch")
+        st = wait_done(cl, j5, 120)
+        o5, info = text(out5), cl.job(j5)
+        gpus = sorted(text(os.path.join(tmp, f"gpu.{i}")).strip() for i in range(2))
+        check(st == "COMPLETED" and "gpu:1" in info.get("TresPerTask", "") and gpus == ["0", "1"]
+              and "done: 20 steps" in o5 and "ranks 2 on 1 node(s)" in o5,
+              f"job 5 ({j5}, train.sbatch, --gpus-per-task=1): each task got its own GPU, 2 ranks trained "
+              f"({st}, TresPerTask={info.get('TresPerTask')}, CUDA_VISIBLE_DEVICES of the tasks {gpus}) "
+              f"in {time.time() - t:.1f} s")
+        if st != "COMPLETED":
+            print(o5[-3000:])
 
         # A bad launcher name: one clear line, exit 2 (the script's own check).
         out4 = os.path.join(tmp, "job4.out")
