@@ -44,7 +44,8 @@
 // caller's thread. An MPI failure on the comm thread is kept and rethrown by wait() / test() as a
 // CommError naming the op, its sequence number and the rank. Timeouts: CommOptions::timeout_s > 0
 // makes wait() give up with a CommError after that long (the op itself cannot be cancelled: the
-// caller should then end the job with Bootstrap::abort); 0 waits forever.
+// caller should then end the job with Bootstrap::abort); 0 waits forever. The job-wide answer to a
+// stuck collective is the watchdog (comm/watchdog.h): every op reports its start and end to it.
 #pragma once
 
 #include "comm/comm_log.h"
@@ -75,7 +76,7 @@ class Work {
 
 // Options of a communicator; the defaults suit training.
 struct CommOptions {
-  // Seconds wait() waits before throwing CommError; 0 = forever. (The watchdog is a later issue.)
+  // Seconds wait() waits before throwing CommError; 0 = forever. (comm/watchdog.h ends the job.)
   double timeout_s = 0;
   // Run collectives on a dedicated thread (async). false: run each collective inside the call that
   // issues it and return a completed Work (debugging, and the fallback when MPI lacks

@@ -18,6 +18,7 @@
 #include "comm/detail/comm_thread.h"
 #include "comm/detail/mpi_check.h"
 #include "comm/detail/staging.h"
+#include "comm/watchdog.h"
 #include "core/error.h"
 
 #include <algorithm>
@@ -88,6 +89,24 @@ MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
 
 bool is_16bit_float(DType t) { return t == DType::f16 || t == DType::bf16; }
 
+// [watchdog] Marks an op as running on the comm thread for the watchdog (comm/watchdog.h), from
+// its start to its end, error or not.
+class ProgressScope {
+ public:
+  ProgressScope(CommProgress& p, const char* op, int64_t seq, int64_t bytes, const char* dtype,
+                int64_t count)
+      : p_(p), seq_(seq) {
+    p_.begin(op, seq, bytes, dtype, count);
+  }
+  ~ProgressScope() { p_.end(seq_); }
+  ProgressScope(const ProgressScope&) = delete;
+  ProgressScope& operator=(const ProgressScope&) = delete;
+
+ private:
+  CommProgress& p_;
+  int64_t seq_;
+};
+
 char* bytes_of(const Tensor& t) { return static_cast<char*>(t.raw()); }
 
 // Byte ranges of two tensors intersect (only possible within one storage).
@@ -146,6 +165,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0, world_ = 1;
   int64_t chunk_;
   std::atomic<uint64_t> seq_{0};  // ops issued (names them in errors)
+  std::shared_ptr<CommProgress> progress_ = register_communicator();  // [watchdog]
   std::vector<float> staging_;    // comm thread only
   std::vector<int32_t> staging_i32_;
   std::unique_ptr<detail::CommThread> thread_;
@@ -177,11 +197,15 @@ MpiCommunicator::~MpiCommunicator() {
 
 std::shared_ptr<Work> MpiCommunicator::submit(const char* op, DType dtype, int64_t count,
                                               int64_t log_bytes, std::function<void()> body) {
-  std::string what = zt::detail::str_cat(op, " #", seq_++, " (", dtype_name(dtype), ", ", count,
+  const auto seq = static_cast<int64_t>(seq_++);
+  std::string what = zt::detail::str_cat(op, " #", seq, " (", dtype_name(dtype), ", ", count,
                                          " elements) on rank ", rank_);
-  auto task = [this, op, dtype, count, log_bytes, body = std::move(body)] {
+  auto task = [this, op, dtype, count, log_bytes, seq, body = std::move(body)] {
     auto t0 = std::chrono::steady_clock::now();
-    body();
+    {
+      ProgressScope running(*progress_, op, seq, log_bytes, dtype_name(dtype), count);
+      body();
+    }
     auto t1 = std::chrono::steady_clock::now();
     double s = std::chrono::duration<double>(t1 - t0).count();
     log_.record(op, dtype, count, log_bytes, s);
@@ -493,8 +517,14 @@ void MpiCommunicator::run_all_to_all(const Tensor& in, const Tensor& out) {
 // ---- barrier, dup -------------------------------------------------------------------------------
 
 void MpiCommunicator::barrier() {
-  std::string what = zt::detail::str_cat("barrier #", seq_++, " on rank ", rank_);
-  thread_->submit(std::move(what), options_.timeout_s, [this] { ZT_MPI_CHECK(MPI_Barrier(comm_)); })
+  const auto seq = static_cast<int64_t>(seq_++);
+  std::string what = zt::detail::str_cat("barrier #", seq, " on rank ", rank_);
+  thread_
+      ->submit(std::move(what), options_.timeout_s,
+               [this, seq] {
+                 ProgressScope running(*progress_, "barrier", seq, 0, "-", 0);
+                 ZT_MPI_CHECK(MPI_Barrier(comm_));
+               })
       ->wait();
 }
 
@@ -502,10 +532,14 @@ std::unique_ptr<Communicator> MpiCommunicator::dup() {
   // MPI_Comm_dup is collective on comm_: it must run in order with the queued ops.
   // (`fresh` is shared: after a wait() timeout the task may still run and write it.)
   auto fresh = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
-  std::string what = zt::detail::str_cat("dup #", seq_++, " on rank ", rank_);
+  const auto seq = static_cast<int64_t>(seq_++);
+  std::string what = zt::detail::str_cat("dup #", seq, " on rank ", rank_);
   thread_
       ->submit(std::move(what), options_.timeout_s,
-               [this, fresh] { ZT_MPI_CHECK(MPI_Comm_dup(comm_, fresh.get())); })
+               [this, fresh, seq] {
+                 ProgressScope running(*progress_, "dup", seq, 0, "-", 0);
+                 ZT_MPI_CHECK(MPI_Comm_dup(comm_, fresh.get()));
+               })
       ->wait();
   auto child = std::make_unique<MpiCommunicator>(*fresh, options_);
   child->log().configure(log_.options());
