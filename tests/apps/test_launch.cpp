@@ -34,7 +34,7 @@ std::string layout(const Resources& r) {
   return s;
 }
 
-TEST(Hostfile, ParsesHostsSlotsCommentsAndBlankLines) {
+TEST(LaunchHostfile, ParsesHostsSlotsCommentsAndBlankLines) {
   Resources r = parse_hostfile(
       "# the cluster\n\nworker-0 slots=4\n  worker-1\tslots=2   # half a node\r\n\n", "hf");
   ASSERT_EQ(r.size(), 2u);
@@ -46,7 +46,7 @@ TEST(Hostfile, ParsesHostsSlotsCommentsAndBlankLines) {
   EXPECT_EQ(r[1].line, 4);
 }
 
-TEST(Hostfile, ErrorsNameFileAndLine) {
+TEST(LaunchHostfile, ErrorsNameFileAndLine) {
   EXPECT_EQ(config_error([] { parse_hostfile("a slots=1\nb\n", "hf"); }),
             "hf:2: `b` has no slot count: write `b slots=N`");
   EXPECT_EQ(config_error([] { parse_hostfile("a slots=x\n", "hf"); }),
@@ -68,7 +68,7 @@ TEST(Hostfile, ErrorsNameFileAndLine) {
       std::string::npos);
 }
 
-TEST(IncludeExclude, DeepSpeedSyntax) {
+TEST(LaunchIncludeExclude, DeepSpeedSyntax) {
   const Resources pool = two_workers();
   EXPECT_EQ(layout(filter_resources(pool, "", "")), "worker-0:0,1,2,3 worker-1:0,1,2,3");
   EXPECT_EQ(layout(filter_resources(pool, "worker-0:0,1@worker-1", "")),
@@ -81,7 +81,7 @@ TEST(IncludeExclude, DeepSpeedSyntax) {
             "worker-0:1,2 worker-1:0,2,3");
 }
 
-TEST(IncludeExclude, ClearErrors) {
+TEST(LaunchIncludeExclude, ClearErrors) {
   const Resources pool = two_workers();
   EXPECT_EQ(config_error([&] { filter_resources(pool, "worker-0", "worker-1"); }),
             "--include and --exclude exclude each other: give one of them");
@@ -99,7 +99,7 @@ TEST(IncludeExclude, ClearErrors) {
             "--exclude `worker-0@worker-1` leaves no host to run on");
 }
 
-TEST(Limits, NumNodesAndNumGpus) {
+TEST(LaunchLimits, NumNodesAndNumGpus) {
   const Resources pool = two_workers();
   EXPECT_EQ(layout(limit_resources(pool, -1, -1)), "worker-0:0,1,2,3 worker-1:0,1,2,3");
   EXPECT_EQ(layout(limit_resources(pool, 1, -1)), "worker-0:0,1,2,3");
@@ -112,7 +112,7 @@ TEST(Limits, NumNodesAndNumGpus) {
   EXPECT_EQ(config_error([&] { limit_resources(pool, -1, 0); }), "--num_gpus must be >= 1");
 }
 
-TEST(LocalGpus, CountAndCudaVisibleDevicesMask) {
+TEST(LaunchLocalGpus, CountAndCudaVisibleDevicesMask) {
   EXPECT_EQ(local_gpu_devices(0, nullptr), Strings{});
   EXPECT_EQ(local_gpu_devices(0, "0,1"), Strings{});  // a mask does not make GPUs
   EXPECT_EQ(local_gpu_devices(3, nullptr), (Strings{"0", "1", "2"}));
@@ -127,7 +127,7 @@ TEST(LocalGpus, CountAndCudaVisibleDevicesMask) {
   EXPECT_EQ(visible_devices(picked), "2");
 }
 
-TEST(EnvFile, NameValueLines) {
+TEST(LaunchEnvFile, NameValueLines) {
   auto kv = parse_env_file("# comment\n\nNCCL_IB_HCA=mlx5_0:1\nPATHS=a=b c \nEMPTY=\n", "envf");
   ASSERT_EQ(kv.size(), 3u);
   EXPECT_EQ(kv[0], (std::pair<std::string, std::string>{"NCCL_IB_HCA", "mlx5_0:1"}));
@@ -141,7 +141,7 @@ TEST(EnvFile, NameValueLines) {
             "envf:3: A is already set on line 1");
 }
 
-TEST(EnvForward, PrefixesMinusPerHostAndMpirunOwn) {
+TEST(LaunchEnvForward, PrefixesMinusPerHostAndMpirunOwn) {
   Strings env = {"NCCL_DEBUG=INFO",
                  "UCX_TLS=rc",
                  "HOME=/root",
@@ -160,7 +160,7 @@ TEST(EnvForward, PrefixesMinusPerHostAndMpirunOwn) {
                      "OMPI_MCA_btl", "OMP_NUM_THREADS", "UCX_TLS", "ZT_ENV_FILE"}));
 }
 
-TEST(ShellWords, SplitAndJoinRoundTrip) {
+TEST(LaunchShellWords, SplitAndJoinRoundTrip) {
   EXPECT_EQ(split_shell_words(""), Strings{});
   EXPECT_EQ(split_shell_words("  --mca btl ^openib  "), (Strings{"--mca", "btl", "^openib"}));
   EXPECT_EQ(split_shell_words(R"(-x 'A=b c' "d \"e\"" f\ g '')"),
@@ -172,7 +172,7 @@ TEST(ShellWords, SplitAndJoinRoundTrip) {
   EXPECT_EQ(split_shell_words(shell_join(words)), words);
 }
 
-TEST(MpirunArgv, OneAppContextPerHostWithItsDevices) {
+TEST(LaunchMpirunArgv, OneAppContextPerHostWithItsDevices) {
   LaunchPlan p;
   p.hosts = filter_resources(two_workers(), "worker-0:0,2@worker-1", "");
   p.allow_run_as_root = true;
@@ -221,7 +221,7 @@ TEST(MpirunArgv, OneAppContextPerHostWithItsDevices) {
   EXPECT_EQ(build_mpirun_argv(p), expect);
 }
 
-TEST(MpirunArgv, CpuLayoutBindsToNumaAndSetsNoDevices) {
+TEST(LaunchMpirunArgv, CpuLayoutBindsToNumaAndSetsNoDevices) {
   LaunchPlan p;
   p.mpirun = "/usr/bin/mpirun";
   p.hosts = {HostSlots{"localhost", {0, 1}, {}, 0}};
