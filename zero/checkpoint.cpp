@@ -203,9 +203,19 @@ SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& ta
   const int64_t p_lo = P.numel() == part_.padded ? lo : lo - part_.begin();
   io::SafetensorsWriter w;
   w.add("params", P.flat_view(p_lo, {n}));
-  if (mixed()) w.add("master", master_.flat_view(lo - opt_lo, {n}));
+  if (mixed() && !offload_) w.add("master", master_.flat_view(lo - opt_lo, {n}));
   for (auto& [name, buf] : optimizer_->state())
     w.add(name, DType::f32, {n}, buf->data() + (lo - opt_lo));
+  // offload_optimizer: the state is in host memory or the swap file; copy this rank's range out
+  // (the fp32 master too, with mixed precision: fp32 training's params are the master already).
+  std::vector<Tensor> offloaded;
+  if (offload_)
+    for (const std::string& name : OptimizerOffload::state_names()) {
+      if (name == "master" && !mixed()) continue;
+      offloaded.push_back(Tensor::empty({n}));
+      offload_->read_state(name, lo - opt_lo, n, offloaded.back().data<float>());
+      w.add(name, offloaded.back());
+    }
 
   io::PersistRequest req;
   req.dir = dir;
@@ -376,11 +386,26 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
   const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin();
   const int64_t hi = s_.zero_stage == 0 ? part_.padded : part_.end();
   const int64_t a = std::min(lo, part_.numel), b = std::min(hi, part_.numel);
-  if (mixed()) {  // master from the checkpoint's fp32 master, else from its weights
+  if (mixed() && !offload_) {  // master from the checkpoint's fp32 master, else from its weights
     if (partitioned_params()) precision::widen_to_f32(part_params_, master_);
     else ops::copy(params_.flat_view(lo, {hi - lo}), master_);
     if (has_master && opts.load_optimizer_states && !opts.load_module_only)
       read("master", a, b, master_.flat_view(0, {b - a}));
+  }
+  if (offload_) {  // the offloaded master: the checkpoint's fp32 master, else its weights
+    Tensor t = Tensor::empty({hi - lo});
+    if (partitioned_params()) precision::widen_to_f32(part_params_, t);
+    else ops::copy(params_.flat_view(lo, {hi - lo}), t);
+    if (mixed() && has_master && opts.load_optimizer_states && !opts.load_module_only)
+      read("master", a, b, t.flat_view(0, {b - a}));
+    offload_->write_state("master", 0, hi - lo, t.data<float>());
+    if (opts.load_optimizer_states && !opts.load_module_only)
+      for (const std::string& name : OptimizerOffload::state_names()) {
+        if (name == "master") continue;
+        ops::fill(t, 0.f);
+        read_impl(name, a, b, nullptr, t.data<float>());
+        offload_->write_state(name, 0, hi - lo, t.data<float>());
+      }
   }
   if (opts.load_optimizer_states && !opts.load_module_only) {
     for (auto& [name, buf] : optimizer_->state()) read_impl(name, a, b, nullptr, buf->data());

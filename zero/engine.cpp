@@ -68,8 +68,22 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     int64_t a = std::max(lo, sg.offset), b = std::min(hi, sg.offset + sg.size);
     if (a < b) segments_.push_back({a - lo, b - a, sg.decay, sg.tensor});
   }
-  optimizer_ = optim::make_optimizer({s_.optimizer_kind, s_.adam, s_.lamb, s_.onebit});
-  optimizer_->init(hi - lo);
+  if (s_.offload_optimizer) {
+    // ZeRO-Offload: DeepSpeedCPUAdam's job. The state is created below, once the fp32 weights of
+    // the range are final; optimizer_ becomes a facade (name, step count, betas) over it.
+    ZT_CHECK(s_.optimizer_kind == optim::OptimizerKind::adam, "Engine: offload_optimizer runs ",
+             "Adam/AdamW on the CPU (as DeepSpeed's DeepSpeedCPUAdam); the configured optimizer is ",
+             "not supported with it");
+    ZT_CHECK(s_.zero_stage >= 1, "Engine: offload_optimizer needs ZeRO stage 1, 2 or 3 (it offloads ",
+             "this rank's partition of the optimizer state), got stage 0");
+    OffloadOptions oo = *s_.offload_optimizer;
+    oo.rank = part_.rank;
+    offload_ = std::make_unique<OptimizerOffload>(s_.adam, hi - lo, oo);
+    optimizer_ = make_offload_facade(*offload_);
+  } else {
+    optimizer_ = optim::make_optimizer({s_.optimizer_kind, s_.adam, s_.lamb, s_.onebit});
+    optimizer_->init(hi - lo);
+  }
   // 1-bit family: compresses its own communication (backward() asks reduces_own_gradients()).
   ZT_CHECK(!optim::is_onebit(s_.optimizer_kind) || s_.zero_stage == 0, "Engine: ",
            optimizer_->name(), " supports ZeRO stage 0 only, got stage ", s_.zero_stage);
@@ -94,7 +108,7 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     params16_ = Tensor::empty({part_.padded}, s_.model_dtype);
     precision::copy_master_to_model(params_, params16_);
     precision::widen_to_f32(params16_, params_);
-    master_ = params_.flat_view(lo, {hi - lo}).clone();
+    if (!offload_) master_ = params_.flat_view(lo, {hi - lo}).clone();
     if (s_.model_dtype == DType::f16) scaler_ = precision::LossScaler(s_.loss_scaler);
   }
   if (grads16()) {
@@ -107,6 +121,8 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     if (s_.zero_stage < 2) grads16_ = Tensor::zeros({part_.padded}, s_.grad_dtype);
     grad_scratch_ = Tensor::zeros({hi - lo});
   }
+  // The offloaded master weights start from the (16-bit rounded, when mixed) weights of the range.
+  if (offload_) offload_->write_state("master", 0, hi - lo, params_.data<float>() + lo);
   if (s_.zero_stage == 2 && (world > 1 || grads16()))
     part_grads_ = Tensor::zeros({part_.size}, s_.grad_dtype);
 

@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,7 @@
 #include "optim/optimizer.h"
 #include "precision/loss_scaler.h"
 #include "zero/buckets.h"
+#include "zero/offload.h"
 #include "zero/partition.h"
 #include "zero/stage3.h"
 
@@ -88,6 +90,9 @@ struct EngineSettings {
   bool reduce_scatter = true;      // stage 2: native reduce-scatter (false: all-reduce, keep own)
   bool allgather_partitions = true;  // all-gather (true) or one broadcast per rank (false)
   int64_t allgather_bucket_size = 500'000'000;
+  // offload_optimizer (zero/offload.h): the fp32 master partition and Adam's m, v live in host
+  // memory or an NVMe swap file, and Adam runs on them in sub_group_size pieces. Unset: off.
+  std::optional<OffloadOptions> offload_optimizer;
   // Stage 3 (zero/stage3.h; DeepSpeed's stage3_* keys, in elements).
   int64_t stage3_prefetch_bucket_size = 50'000'000;
   int64_t stage3_max_live_parameters = 1'000'000'000;
@@ -213,6 +218,7 @@ class Engine : private nn::BlockHooks {
     return s_.zero_stage == 3 ? part_params_ : mixed() ? params16_ : params_;
   }
   bool partitioned_params() const { return s_.zero_stage == 3; }
+  const OptimizerOffload* offload() const { return offload_.get(); }
   const ParamCoordinator* coordinator() const { return coord_.get(); }
   int64_t num_parameters() const { return part_.numel; }  // unpadded
   const Tensor& flat_params() const { return params_; }  // padded length
@@ -229,6 +235,7 @@ class Engine : private nn::BlockHooks {
     // Not model state: the f32 compute copy of 16-bit weights on the CPU; at stage 3 the peak of
     // the coordinator's pool (gathered units and unit gradients in flight).
     int64_t workspace = 0;
+    int64_t nvme = 0;  // offload_optimizer device nvme: the swap file (optimizer: its buffers)
     int64_t total() const { return params + grads + optimizer; }
   };
   MemoryBytes model_state_bytes() const;
@@ -243,6 +250,7 @@ class Engine : private nn::BlockHooks {
   void after_backward(int unit) override;  // BlockHooks: launch the buckets this unit completed
   void init_stage3(const std::vector<nn::Parameter*>& ps, const std::vector<std::pair<int64_t, int64_t>>& ranges);
   void zero_grads();
+  void add_optimizer_bytes(MemoryBytes& m) const;
   void launch_bucket(const Bucket& b);
   void gather_parameters();
 
@@ -268,7 +276,8 @@ class Engine : private nn::BlockHooks {
   size_t next_slot_ = 0;
   Tensor gather_staging_;   // chunked all-gather when allgather_bucket_size < partition
   std::vector<optim::Segment> segments_;  // weight-decay runs of this rank's partition
-  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<optim::Optimizer> optimizer_;  // with offload: a facade over offload_
+  std::unique_ptr<OptimizerOffload> offload_;   // offload_optimizer
   std::vector<std::shared_ptr<comm::Work>> pending_;  // launched reductions
   std::unique_ptr<comm::Communicator> ckpt_comm_;
   // Asynchronous checkpoints (zero/checkpoint.cpp): the background job, its own communicator and

@@ -12,6 +12,7 @@
 #include "core/ops.h"
 #include "precision/convert.h"
 #include "precision/overflow.h"
+#include "zero/diagnose.h"  // [faults] naming the first non-finite gradient
 #include "zero/engine.h"
 
 namespace zt::zero {
@@ -69,11 +70,16 @@ bool Engine::step() {
   bool overflow = any_rank(precision::has_inf_or_nan(g));
   last_skipped_ = false;
   if (overflow && !scaler_.dynamic() && scaler_.scale() == 1.0 && !s_.skip_nonfinite &&
-      s_.model_dtype != DType::f16)
+      s_.model_dtype != DType::f16) {
+    // [faults] zero/diagnose.h: name the first non-finite gradient (collective: all ranks are here)
+    const std::string first = first_nonfinite_element(
+        model_, g, s_.zero_stage == 0 ? 0 : part_.begin(), part_.world > 1 ? comm_ : nullptr);
     throw Error(detail::str_cat("step ", global_step_, ": the gradient holds inf or NaN (",
-                                dtype_name(s_.model_dtype), " training has no loss scale); ",
-                                "lower optimizer.params.lr, set gradient_clipping, or set ",
+                                dtype_name(s_.model_dtype), " training has no loss scale): ",
+                                "first non-finite gradient ", first,
+                                "; lower optimizer.params.lr, set gradient_clipping, or set ",
                                 "bf16.check_grad_overflow to skip such steps"));
+  }
   if (s_.model_dtype == DType::f16 || overflow) {
     precision::ScaleUpdate u = scaler_.update(overflow);  // throws at min_loss_scale
     if (u.log && part_.rank == 0) std::fprintf(stderr, "zerotrain: %s\n", u.message().c_str());
@@ -100,13 +106,27 @@ bool Engine::step() {
              "the schedule cycles momentum but optimizer ", optimizer_->name(), " has no betas");
   const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin();
   // Stage 3: fp32 weights are their own master, and the partition is all this rank has of them.
-  float* w = mixed() ? master_.data<float>()
+  // (With offload and mixed precision there is no f32 copy of the range here at all.)
+  float* w = mixed()  ? (offload_ ? nullptr : master_.data<float>())
              : coord_ ? part_params_.data<float>()
                       : params_.data<float>() + lo;
-  optimizer_->step(w, g.data<float>(), g.numel(), segments_, static_cast<float>(last_lr_));
+  if (offload_) {
+    // The offloaded step hands each updated sub-group of the fp32 master over as it finishes; it
+    // is copied (rounded, when mixed) into the model's weights while the drive swaps the next.
+    Tensor dst = coord_ ? part_params_ : mixed() ? params16_.flat_view(lo, {g.numel()}) : Tensor();
+    offload_->step(g.data<float>(), segments_, static_cast<float>(last_lr_),
+                   [&](int64_t off, int64_t cnt, const float* m) {
+                     if (!mixed()) std::memcpy(w + off, m, static_cast<size_t>(cnt) * 4);
+                     else precision::copy_master_to_model(m, static_cast<char*>(dst.raw()) +
+                                                                 off * dtype_size(dst.dtype()),
+                                                          dst.dtype(), cnt);
+                   });
+  } else {
+    optimizer_->step(w, g.data<float>(), g.numel(), segments_, static_cast<float>(last_lr_));
+  }
   ++lr_iteration_;
   zero_grads();
-  if (mixed()) {  // round the updated master range into the 16-bit model weights
+  if (mixed() && !offload_) {  // round the updated master range into the 16-bit model weights
     Tensor dst = coord_ ? part_params_ : params16_.flat_view(lo, {master_.numel()});
     precision::copy_master_to_model(master_, dst);
   }
@@ -159,15 +179,24 @@ void Engine::gather_parameters() {
   }
 }
 
+void Engine::add_optimizer_bytes(MemoryBytes& m) const {
+  if (offload_) {  // host memory (cpu: master, m, v; nvme: the swap buffers) and the swap file
+    m.optimizer += offload_->memory().host_bytes;
+    m.nvme += offload_->memory().file_bytes;
+    return;
+  }
+  if (master_.defined()) m.optimizer += static_cast<int64_t>(master_.nbytes());
+  for (auto& [name, buf] : const_cast<optim::Optimizer&>(*optimizer_).state())
+    m.optimizer += static_cast<int64_t>(buf->size() * sizeof(float));
+}
+
 Engine::MemoryBytes Engine::model_state_bytes() const {
   MemoryBytes m;
   if (coord_) {  // stage 3: partitions only; the gathered units are workspace
     m.params = static_cast<int64_t>(part_params_.nbytes());
     m.grads = static_cast<int64_t>(part_grads_.nbytes());
     m.workspace = coord_->pool_peak_bytes();
-    if (master_.defined()) m.optimizer += static_cast<int64_t>(master_.nbytes());
-    for (auto& [name, buf] : const_cast<optim::Optimizer&>(*optimizer_).state())
-      m.optimizer += static_cast<int64_t>(buf->size() * sizeof(float));
+    add_optimizer_bytes(m);
     return m;
   }
   m.params = static_cast<int64_t>(model_params().nbytes());
@@ -180,9 +209,7 @@ Engine::MemoryBytes Engine::model_state_bytes() const {
     m.workspace += bytes(grads_) + bytes(grad_scratch_);
     for (const Tensor& t : staging_) m.workspace += bytes(t);
   }
-  if (master_.defined()) m.optimizer += static_cast<int64_t>(master_.nbytes());
-  for (auto& [name, buf] : const_cast<optim::Optimizer&>(*optimizer_).state())
-    m.optimizer += static_cast<int64_t>(buf->size() * sizeof(float));
+  add_optimizer_bytes(m);
   return m;
 }
 

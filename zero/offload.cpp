@@ -259,4 +259,30 @@ std::string OptimizerOffload::describe() const {
   return s;
 }
 
+namespace {
+class OffloadFacade final : public optim::Optimizer {
+ public:
+  explicit OffloadFacade(OptimizerOffload& o) : o_(o) {}
+  std::string name() const override {
+    return std::string(o_.adam().adam_w_mode ? "AdamW" : "Adam") + ", offloaded to " +
+           (o_.on_nvme() ? "nvme" : "cpu");
+  }
+  void init(int64_t) override {}
+  void step(float*, const float*, int64_t, const std::vector<optim::Segment>&, float) override {
+    throw Error("OffloadFacade::step: the engine steps the offloaded optimizer directly");
+  }
+  std::vector<std::pair<std::string, std::vector<float>*>> state() override { return {}; }
+  int64_t step_count() const override { return o_.step_count(); }
+  void set_step_count(int64_t s) override { o_.set_step_count(s); }
+  bool set_betas(float b1, float b2) override { return o_.set_betas(b1, b2); }
+
+ private:
+  OptimizerOffload& o_;
+};
+}  // namespace
+
+std::unique_ptr<optim::Optimizer> make_offload_facade(OptimizerOffload& offload) {
+  return std::make_unique<OffloadFacade>(offload);
+}
+
 }  // namespace zt::zero

@@ -136,4 +136,10 @@ class OptimizerOffload {
   std::unique_ptr<io::AioEngine> aio_;
 };
 
+// An optim::Optimizer face for an OptimizerOffload: name ("AdamW, offloaded to nvme"), step count,
+// betas, so what asks the engine's optimizer for those works unchanged. The engine calls
+// OptimizerOffload::step itself and checkpoints use read_state / write_state: the facade's step()
+// throws and its state() is empty (the state is not in this process's memory as vectors).
+std::unique_ptr<optim::Optimizer> make_offload_facade(OptimizerOffload& offload);
+
 }  // namespace zt::zero

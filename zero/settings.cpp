@@ -37,8 +37,19 @@ void check_supported(const io::Config& c) {
   if (c.fp16.enabled && c.bf16.enabled)
     throw ConfigError("config keys `fp16.enabled` and `bf16.enabled`: both are true; choose one");
   if (c.bf16.immediate_grad_update) not_yet("bf16.immediate_grad_update", "immediate gradient updates");
-  if (c.zero.offload_optimizer.enabled()) not_yet("zero_optimization.offload_optimizer", "optimizer offload");
-  if (c.zero.offload_param.enabled()) not_yet("zero_optimization.offload_param", "parameter offload");
+  if (c.zero.offload_optimizer.enabled()) {
+    if (c.zero.stage == 0)
+      throw ConfigError("config key `zero_optimization.offload_optimizer`: optimizer offload moves "
+                        "this rank's partition of the optimizer state, which needs ZeRO stage 1, 2 "
+                        "or 3; stage is 0");
+    if (c.optimizer.type != io::OptimizerType::kAdam && c.optimizer.type != io::OptimizerType::kAdamW)
+      throw ConfigError(std::string("config key `zero_optimization.offload_optimizer`: the offloaded "
+                                    "step is Adam/AdamW (DeepSpeedCPUAdam), but optimizer.type is ") +
+                        io::to_string(c.optimizer.type));
+    (void)offload_options(c, 0);  // its own ConfigErrors (ratio, buffer_count, sub_group_size)
+  }
+  if (c.zero.offload_param.enabled() && c.zero.offload_param.device == io::OffloadDevice::kNvme)
+    not_yet("zero_optimization.offload_param.device", "parameter offload to NVMe");
   // Every optimizer type is built; the 1-bit family has its own limits (zero/onebit.h).
   check_onebit_supported(c);
   // Every DeepSpeed schedule is built (optim::make_scheduler); the engine applies OneCycle's
@@ -91,6 +102,10 @@ void check_supported(const io::Config& c) {
 std::vector<std::string> config_notices(const io::Config& c) {
   std::vector<std::string> out;
   onebit_notices(c, out);  // 1-bit optimizers: cuda_aware, comm_backend_name (zero/onebit.h)
+  if (c.zero.offload_param.enabled() && c.zero.offload_param.device == io::OffloadDevice::kCpu)
+    out.push_back(
+        "zero_optimization.offload_param: device cpu: on the CPU backend the stage-3 parameter "
+        "partitions are in host memory already (each unit is gathered from them for use)");
   if (c.zero.stage == 3) {
     const io::ZeroConfig d;
     if (c.zero.allgather_bucket_size != d.allgather_bucket_size ||
@@ -162,6 +177,7 @@ EngineSettings engine_settings(const io::Config& c) {
   s.reduce_scatter = c.zero.reduce_scatter;
   s.allgather_partitions = c.zero.allgather_partitions;
   s.allgather_bucket_size = c.zero.allgather_bucket_size;
+  if (c.zero.offload_optimizer.enabled()) s.offload_optimizer = offload_options(c, 0);  // rank: engine
   s.stage3_prefetch_bucket_size = c.zero.stage3_prefetch_bucket_size;
   s.stage3_max_live_parameters = c.zero.stage3_max_live_parameters;
   s.stage3_max_reuse_distance = c.zero.stage3_max_reuse_distance;

@@ -53,6 +53,7 @@ inline size_t compare(zero::EngineSettings dist, int steps = 20, double loss_tol
   model.init_weights(R == 0 ? 42 : 1000 + R);  // other ranks start elsewhere: the engine broadcasts
   zero::EngineSettings ref_s = dist;  // same precision, optimizer, schedule; stage 0, one process
   ref_s.zero_stage = 0;
+  ref_s.offload_optimizer.reset();  // the reference keeps its optimizer in memory
   ref_s.micro_batch = micro * W;
   zero::Engine ref(ref_model, ref_s);
   zero::Engine eng(model, dist, &c);
