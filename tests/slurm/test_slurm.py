@@ -9,7 +9,7 @@ ProctrackType=proctrack/linuxproc, TaskPlugin=task/none. Then, through sbatch:
      `#SBATCH --signal=B:USR1@120` does before the time limit): the script forwards it to the
      ranks, they save and exit 85, the script requeues the job, and the requeued run resumes from
      the checkpoint and finishes; its losses equal those of an uninterrupted job bit for bit;
-  3. the same script with ZT_LAUNCHER=mpirun (mpirun reading the Slurm allocation);
+  3. the same with ZT_LAUNCHER=mpirun (mpirun reading the Slurm allocation) and SIGTERM;
   4. slurm/train.sbatch (GPU) as it is, on two pretend GPUs (gres.conf with stand-in device
      files): each task gets its own CUDA_VISIBLE_DEVICES from --gpus-per-task=1.
 It also checks that slurm/train.sbatch (GPU) has the same body as the CPU script.
@@ -287,52 +287,48 @@ def main():
             print(o1[-3000:])
             return
 
-        # 2. SIGUSR1 to the batch shell mid-run -> save, exit 85, requeue, resume, finish.
-        t = time.time()
-        out2, log2, ck2 = (os.path.join(tmp, n) for n in ("job2.out", "job2.jsonl", "ck2"))
-        j2 = submit(cl, out2, [*long_args, "--json-log", log2], {"ZT_CKPT_DIR": ck2})
-        n_seen = wait_for(lambda: sum(1 for _ in open(log2)) >= 20 if os.path.exists(log2) else False,
-                          120, "job 2 to log 20 steps", step=0.05)
-        r = cl.sh("scancel", "--signal=USR1", "--batch", j2)
-        check(r.returncode == 0 and n_seen, f"scancel --signal=USR1 --batch {j2} ({r.stderr.strip()})")
-        wait_for(lambda: int(cl.job(j2).get("Restarts", "0")) >= 1, 60, f"job {j2} to be requeued")
-        t_requeue = time.time()
-        st = wait_done(cl, j2, 240)
-        info = cl.job(j2)
-        o2 = text(out2)
-        m = re.search(r"signal received: saving at step (\d+) and exiting \(code 85\)", o2)
-        n = int(m.group(1)) if m else -1
-        check(m is not None and 0 < n < steps, f"job 2: the ranks saved at step {n} and exited 85")
-        check("got SIGUSR1: asking the ranks to save" in o2, "job 2: the batch shell trapped SIGUSR1 and forwarded it")
-        check("(restart 0): step exited with code 85" in o2 and "(restart 0): requeued" in o2,
-              "job 2: the script saw exit code 85 and requeued the job")
-        check(st == "COMPLETED" and info.get("Restarts") == "1" and info.get("ExitCode") == "0:0",
-              f"job 2 ({j2}) completed after 1 restart ({st}, Restarts={info.get('Restarts')}, "
-              f"ExitCode={info.get('ExitCode')}) in {time.time() - t:.1f} s "
-              f"(requeued run {time.time() - t_requeue:.1f} s, including cred_expire=10 s)")
-        check(f"resume    {ck2}/global_step{n} at step {n} (saved by 2 ranks at stage 2)" in o2,
-              f"job 2: the requeued run resumed from global_step{n}")
-        check("(restart 1): step exited with code 0" in o2 and f"done: {steps} steps" in o2,
-              "job 2: the requeued run trained to the end")
-        check(text(os.path.join(ck2, "latest")).strip() == f"global_step{steps}", "job 2: final checkpoint is latest")
-        res = losses(log2)  # the requeued run's log: steps n+1 .. steps
-        check(sorted(res) == list(range(n + 1, steps + 1)), f"job 2: the resumed run logged steps {n + 1}..{steps}")
-        check(res and all(ref.get(k) == v for k, v in res.items()),
-              "job 2: the resumed losses equal the uninterrupted job's, bit for bit")
-        if failures:
-            print(o2[-4000:])
-
-        # 3. The same script with mpirun as the launcher (OpenMPI reads the allocation from Slurm).
-        t = time.time()
-        out3, ck3 = os.path.join(tmp, "job3.out"), os.path.join(tmp, "ck3")
-        j3 = submit(cl, out3, [*small, "--steps", "20"], {"ZT_CKPT_DIR": ck3, "ZT_LAUNCHER": "mpirun"})
-        st = wait_done(cl, j3, 120)
-        o3 = text(out3)
-        check(st == "COMPLETED" and "starting: mpirun --allow-run-as-root" in o3 and "done: 20 steps" in o3
-              and "ranks 2 on 1 node(s)" in o3,
-              f"job 3 ({j3}, ZT_LAUNCHER=mpirun) trained 2 ranks and completed ({st}) in {time.time() - t:.1f} s")
-        if st != "COMPLETED":
-            print(o3[-3000:])
+        # 2. SIGUSR1 to the batch shell mid-run -> save, exit 85, requeue, resume, finish (srun).
+        # 3. The same with mpirun as the launcher (OpenMPI reads the allocation from Slurm) and
+        #    SIGTERM (scancel, preemption), which the script passes on as SIGUSR1: mpirun would
+        #    answer SIGTERM by killing its ranks.
+        for name, launcher, sig in (("job 2", "srun", "USR1"), ("job 3", "mpirun", "TERM")):
+            t = time.time()
+            tag = name.replace(" ", "")
+            out, log, ck = (os.path.join(tmp, tag + ext) for ext in (".out", ".jsonl", ".ck"))
+            j = submit(cl, out, [*long_args, "--json-log", log], {"ZT_CKPT_DIR": ck, "ZT_LAUNCHER": launcher})
+            n_seen = wait_for(lambda: sum(1 for _ in open(log)) >= 20 if os.path.exists(log) else False,
+                              120, f"{name} to log 20 steps", step=0.05)
+            r = cl.sh("scancel", f"--signal={sig}", "--batch", j)
+            check(r.returncode == 0 and n_seen, f"{name}: scancel --signal={sig} --batch {j} ({r.stderr.strip()})")
+            wait_for(lambda: int(cl.job(j).get("Restarts", "0")) >= 1, 60, f"{name} ({j}) to be requeued")
+            t_requeue = time.time()
+            st = wait_done(cl, j, 240)
+            info = cl.job(j)
+            o = text(out)
+            m = re.search(r"signal received: saving at step (\d+) and exiting \(code 85\)", o)
+            n = int(m.group(1)) if m else -1
+            check(f"starting: {launcher} " in o, f"{name}: the ranks ran under {launcher}")
+            check(m is not None and 0 < n < steps, f"{name}: the ranks saved at step {n} and exited 85")
+            check(f"got SIG{sig}: asking the ranks to save" in o,
+                  f"{name}: the batch shell trapped SIG{sig} and forwarded it as SIGUSR1")
+            check("(restart 0): step exited with code 85" in o and "(restart 0): requeued" in o,
+                  f"{name}: the script saw exit code 85 and requeued the job")
+            check(st == "COMPLETED" and info.get("Restarts") == "1" and info.get("ExitCode") == "0:0",
+                  f"{name} ({j}) completed after 1 restart ({st}, Restarts={info.get('Restarts')}, "
+                  f"ExitCode={info.get('ExitCode')}) in {time.time() - t:.1f} s "
+                  f"(requeued run {time.time() - t_requeue:.1f} s, including cred_expire=10 s)")
+            check(f"resume    {ck}/global_step{n} at step {n} (saved by 2 ranks at stage 2)" in o,
+                  f"{name}: the requeued run resumed from global_step{n}")
+            check("(restart 1): step exited with code 0" in o and f"done: {steps} steps" in o,
+                  f"{name}: the requeued run trained to the end")
+            check(text(os.path.join(ck, "latest")).strip() == f"global_step{steps}",
+                  f"{name}: final checkpoint is latest")
+            res = losses(log)  # the requeued run's log: steps n+1 .. steps
+            check(sorted(res) == list(range(n + 1, steps + 1)), f"{name}: the resumed run logged steps {n + 1}..{steps}")
+            check(res and all(ref.get(k) == v for k, v in res.items()),
+                  f"{name}: the resumed losses equal the uninterrupted job's, bit for bit")
+            if failures:
+                print(o[-4000:])
 
         # 4. The GPU script as it is (--gpus-per-task=1 on the pretend GPUs), on one node.
         t = time.time()
@@ -357,7 +353,7 @@ def main():
 
         # A bad launcher name: one clear line, exit 2 (the script's own check).
         out4 = os.path.join(tmp, "job4.out")
-        j4 = submit(cl, out4, [*small, "--steps", "1"], {"ZT_CKPT_DIR": ck3, "ZT_LAUNCHER": "pbs"})
+        j4 = submit(cl, out4, [*small, "--steps", "1"], {"ZT_LAUNCHER": "pbs"})
         st = wait_done(cl, j4, 60)
         check(st == "FAILED" and cl.job(j4).get("ExitCode") == "2:0"
               and "ZT_LAUNCHER must be auto, srun or mpirun, got 'pbs'" in text(out4),
