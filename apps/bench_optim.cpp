@@ -1,238 +1,37 @@
-// apps/bench_optim.cpp: speed of the CPU optimizer step (zerotrain's AdamW over one flat fp32
-// span), as JSON lines, next to the machine's memory floor measured in the same run.
-//  - copy_bw: a memcpy stream of large buffers (src and dst of --copy-mib MiB each, far beyond
-//    the L3) with the same thread count, each thread copying its own static slice (glibc's memcpy
-//    uses non-temporal stores at these sizes, so no read-for-ownership): bytes read + written per
-//    second. Measured before and after the Adam runs; the median of all repetitions is the floor
-//    (the "before" and "after" medians are printed too, so a change of machine load shows).
-//    Also rmw_gbps: an in-place x *= s stream (each line read and written back, no
-//    read-for-ownership either), Adam's own access pattern. On the Zen 4 VM this was written on,
-//    memcpy reaches only ~60% of it (its non-temporal stores are slow there), so Adam's fraction
-//    of the memcpy floor exceeds 1 while its fraction of rmw_gbps is the tighter figure.
-//  - adam: one AdamW step (wd 0.01, one decayed segment) per size: median seconds per step,
-//    parameters/s, and bytes/s = 28 bytes/param (p, g, m, v read: 16; p, m, v written: 12) / copy
-//    bandwidth = the fraction of the memory floor reached (and of rmw_gbps). Sizes whose 16
-//    bytes/param fit in the L3 (1M: 16 MB < 32 MB here) can beat the floor: they run from cache.
-//  - adam_checksum: FNV-1a over p, m and v after 3 steps on an odd size with two segments (a tail
-//    and a no-decay run): equal across thread counts and across versions of optim/adam.cpp that
-//    keep the same bits (bench/optim_vs_torch.sh compares 1 and 2 threads).
-// p and g are 64-byte aligned like zerotrain's tensors (core/allocator.h); m and v are the
-// optimizer's own std::vectors. Pages are first touched by the threads that use them.
-// Usage: bench_optim [--threads N] [--sizes 1M,16M,64M,256M] [--iters N] [--copy-mib N]
-#include "optim/optimizer.h"
-
-#include <omp.h>
-
-#include <algorithm>
-#include <chrono>
-#include <cstdint>
+// apps/bench_optim.cpp: the standalone optimizer benchmark, a thin wrapper over the code of
+// `zerotrain bench optim` (apps/zerotrain/bench_optim.cpp: what is measured and why). JSON lines
+// on stdout only (bench/optim_vs_torch.sh parses every line); --table adds the human table.
+// Usage: bench_optim [--threads N] [--sizes 1M,16M,64M,256M] [--iters N] [--copy-mib N] [--table]
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <memory>
+#include <exception>
+#include <stdexcept>
 #include <string>
-#include <vector>
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<float[], FreeDeleter>;
-
-// 64-byte aligned, first touched in parallel with the static split the kernels use.
-Buffer make_buffer(int64_t n, float (*value)(int64_t)) {
-  size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
-  Buffer b(static_cast<float*>(std::aligned_alloc(64, bytes)));
-  if (!b) {
-    std::fprintf(stderr, "bench_optim: out of memory allocating %zu bytes\n", bytes);
-    std::exit(1);
-  }
-  float* p = b.get();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] = value(i);
-  return b;
-}
-
-// Deterministic pseudo-random values in [-1, 1) from the index (no RNG state to share).
-float hash_unit(int64_t i) {
-  uint64_t x = static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-  x ^= x >> 29;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 32;
-  return static_cast<float>(x >> 40) / static_cast<float>(1 << 23) - 1.f;
-}
-float param_value(int64_t i) { return hash_unit(i); }
-float grad_value(int64_t i) { return 0.01f * hash_unit(i + (int64_t{1} << 40)); }
-
-// Memory-stream references, each thread on its own static slice of `bytes`-sized buffers; one
-// value per rep, in (bytes read + bytes written) per second:
-//   memcpy: dst = src (glibc uses non-temporal stores at these sizes: no read-for-ownership);
-//   rmw:    x = x * s in place (read and write back the same lines: the pattern of Adam's p, m, v).
-struct StreamBw {
-  std::vector<double> memcpy_bw, rmw_bw;
-};
-volatile float g_scale = 1.0000001f;  // volatile: the compiler cannot drop x * s
-
-StreamBw stream_bandwidth(size_t bytes, int reps) {
-  int64_t n = static_cast<int64_t>(bytes / sizeof(float));
-  Buffer src = make_buffer(n, param_value);
-  Buffer dst = make_buffer(n, grad_value);
-  const double moved = 2.0 * static_cast<double>(n) * sizeof(float);
-  StreamBw bw;
-  for (int r = 0; r < reps + 1; ++r) {  // rep 0: warm-up
-    auto t0 = Clock::now();
-#pragma omp parallel
-    {
-      int nt = omp_get_num_threads(), id = omp_get_thread_num();
-      int64_t lo = n * id / nt, hi = n * (id + 1) / nt;
-      std::memcpy(dst.get() + lo, src.get() + lo, static_cast<size_t>(hi - lo) * sizeof(float));
-    }
-    double t = seconds_since(t0);
-    const float s = g_scale;
-    float* x = src.get();
-    auto t1 = Clock::now();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) x[i] *= s;
-    double t_rmw = seconds_since(t1);
-    if (r > 0) {
-      bw.memcpy_bw.push_back(moved / t);
-      bw.rmw_bw.push_back(moved / t_rmw);
-    }
-  }
-  if (dst[n / 3] == 42.f) std::printf(" ");  // keep the copies alive
-  return bw;
-}
-
-uint64_t fnv1a(const float* x, int64_t n, uint64_t h) {
-  const auto* b = reinterpret_cast<const unsigned char*>(x);
-  for (int64_t i = 0; i < n * static_cast<int64_t>(sizeof(float)); ++i) {
-    h ^= b[i];
-    h *= 0x100000001B3ull;
-  }
-  return h;
-}
-
-// p, m, v after 3 steps of AdamW on n = 1'000'003 (not a multiple of any vector width or chunk)
-// with a decayed run then a no-decay run that starts mid-chunk.
-uint64_t adam_checksum() {
-  const int64_t n = 1'000'003, cut = 600'001;
-  Buffer p = make_buffer(n, param_value), g = make_buffer(n, grad_value);
-  zt::optim::AdamParams ap;
-  ap.weight_decay = 0.1f;
-  auto opt = zt::optim::make_adam(ap);
-  opt->init(n);
-  std::vector<zt::optim::Segment> segs = {{0, cut, true}, {cut, n - cut, false}};
-  for (int t = 1; t <= 3; ++t) opt->step(p.get(), g.get(), n, segs, 1e-3f * t);
-  uint64_t h = fnv1a(p.get(), n, 0xCBF29CE484222325ull);
-  for (auto& [name, buf] : opt->state()) h = fnv1a(buf->data(), n, h);
-  return h;
-}
-
-std::vector<int64_t> parse_sizes(const std::string& s) {
-  std::vector<int64_t> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(',', pos);
-    if (end == std::string::npos) end = s.size();
-    std::string tok = s.substr(pos, end - pos);
-    int64_t mult = 1;
-    if (!tok.empty() && (tok.back() == 'M' || tok.back() == 'm')) mult = 1 << 20, tok.pop_back();
-    if (!tok.empty() && (tok.back() == 'K' || tok.back() == 'k')) mult = 1 << 10, tok.pop_back();
-    out.push_back(std::atoll(tok.c_str()) * mult);
-    pos = end + 1;
-  }
-  return out;
-}
-
-}  // namespace
+#include "apps/zerotrain/bench_optim.h"
 
 int main(int argc, char** argv) {
-  int threads = omp_get_max_threads(), iters = 20, copy_mib = 512;
-  std::string sizes_arg = "1M,16M,64M,256M";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i];
-    if (k == "--threads")
-      threads = std::atoi(argv[i + 1]);
-    else if (k == "--iters")
-      iters = std::atoi(argv[i + 1]);
-    else if (k == "--copy-mib")
-      copy_mib = std::atoi(argv[i + 1]);
-    else if (k == "--sizes")
-      sizes_arg = argv[i + 1];
-    else {
-      std::fprintf(stderr, "bench_optim: unknown option %s (see the usage line in the source)\n",
-                   k.c_str());
-      return 2;
+  zt::app::OptimBenchOptions o;
+  o.json.assign(1, '-');  // stdout (o.json = "-" trips GCC 12's -Wrestrict false positive)
+  o.table = false;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string k = argv[i];
+      if (k == "--table") {
+        o.table = true;
+        continue;
+      }
+      if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
+      const char* v = argv[++i];
+      if (k == "--threads") o.threads = std::atoi(v);
+      else if (k == "--iters") o.iters = std::atoi(v);
+      else if (k == "--copy-mib") o.copy_mib = std::atoi(v);
+      else if (k == "--sizes") o.sizes = zt::app::parse_sizes(v, "--sizes");
+      else throw std::invalid_argument("unknown option " + k + " (see the usage line in the source)");
     }
+    return zt::app::run_bench_optim(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_optim: %s\n", e.what());
+    return 2;
   }
-  omp_set_num_threads(threads);
-  const size_t copy_bytes = static_cast<size_t>(copy_mib) << 20;
-
-  StreamBw bw_before = stream_bandwidth(copy_bytes, 10);
-
-  struct Row {
-    int64_t n;
-    double sec;
-  };
-  std::vector<Row> rows;
-  for (int64_t n : parse_sizes(sizes_arg)) {
-    Buffer p = make_buffer(n, param_value), g = make_buffer(n, grad_value);
-    zt::optim::AdamParams ap;
-    ap.weight_decay = 0.01f;
-    auto opt = zt::optim::make_adam(ap);
-    opt->init(n);
-    std::vector<zt::optim::Segment> segs = {{0, n, true}};
-    // Warm-up (page faults are already taken; this settles caches and clocks), then at least 3
-    // and at most `iters` timed steps, fewer for big sizes (about 2 s of steps).
-    auto t0 = Clock::now();
-    opt->step(p.get(), g.get(), n, segs, 1e-3f);
-    opt->step(p.get(), g.get(), n, segs, 1e-3f);
-    double warm = seconds_since(t0) / 2;
-    int k = std::clamp(static_cast<int>(2.0 / std::max(warm, 1e-9)), 3, iters);
-    std::vector<double> ts;
-    for (int i = 0; i < k; ++i) {
-      auto t1 = Clock::now();
-      opt->step(p.get(), g.get(), n, segs, 1e-3f);
-      ts.push_back(seconds_since(t1));
-    }
-    rows.push_back({n, median(ts)});
-  }
-
-  StreamBw bw_after = stream_bandwidth(copy_bytes, 10);
-  auto all = [](const std::vector<double>& a, const std::vector<double>& b) {
-    std::vector<double> v = a;
-    v.insert(v.end(), b.begin(), b.end());
-    return median(v);
-  };
-  const double bw = all(bw_before.memcpy_bw, bw_after.memcpy_bw);
-  const double rmw = all(bw_before.rmw_bw, bw_after.rmw_bw);
-  std::printf(
-      "{\"bench\": \"copy_bw\", \"threads\": %d, \"bytes\": %zu, \"gbps\": %.2f, "
-      "\"gbps_before\": %.2f, \"gbps_after\": %.2f, \"rmw_gbps\": %.2f}\n",
-      threads, copy_bytes, bw / 1e9, median(bw_before.memcpy_bw) / 1e9,
-      median(bw_after.memcpy_bw) / 1e9, rmw / 1e9);
-  for (const Row& r : rows) {
-    double params_s = static_cast<double>(r.n) / r.sec, bytes_s = 28.0 * params_s;
-    std::printf(
-        "{\"bench\": \"adam\", \"impl\": \"zerotrain\", \"threads\": %d, \"params\": %ld, "
-        "\"ms\": %.3f, \"params_per_s\": %.4g, \"gbps\": %.2f, "
-        "\"fraction_of_copy_bw\": %.3f, \"fraction_of_rmw_bw\": %.3f}\n",
-        threads, static_cast<long>(r.n), r.sec * 1e3, params_s, bytes_s / 1e9, bytes_s / bw,
-        bytes_s / rmw);
-  }
-  std::printf(
-      "{\"bench\": \"adam_checksum\", \"threads\": %d, \"params\": 1000003, \"steps\": 3, "
-      "\"fnv1a\": \"%016llx\"}\n",
-      threads, static_cast<unsigned long long>(adam_checksum()));
-  return 0;
 }

@@ -6,6 +6,7 @@
 //   zerotrain ckpt consolidate DIR [--tag T] --out FILE [--dtype f32|bf16|f16]   full weights
 //   zerotrain generate --checkpoint DIR [--tag T] --prompt TEXT [--bytes N] [--temperature X]
 //   zerotrain launch [--hostfile F] [--include S] ... [--dry-run] -- train ...   (mpirun for you)
+//   zerotrain bench comm|overlap|optim [--json FILE|-] ...   benchmarks (apps/zerotrain/bench_*.h)
 // Exit codes: 0 success, 2 bad config or input (one clear line on stderr), 1 runtime failure.
 // Under mpirun a failing rank ends the whole job (MPI_Abort with that code): no rank is left
 // waiting in a collective. An error every rank hits (a bad config) is printed once, by rank 0.
@@ -14,6 +15,9 @@
 #include <cstdio>
 #include <thread>
 
+#include "apps/zerotrain/bench_comm.h"
+#include "apps/zerotrain/bench_optim.h"
+#include "apps/zerotrain/bench_overlap.h"
 #include "apps/zerotrain/ckpt.h"
 #include "apps/zerotrain/generate.h"
 #include "apps/zerotrain/launch.h"
@@ -112,6 +116,60 @@ int main(int argc, char** argv) {
   launch->add_option("command", lnopt.command, "after --: a zerotrain subcommand and its "
                                                 "arguments (train --config FILE ...), or a program");
 
+  // [bench] zerotrain bench comm|overlap|optim: JSON lines (--json FILE, or - for stdout) and a
+  // short table; comm and overlap run under mpirun (apps/zerotrain/bench_*.cpp say what each
+  // measures and how to read it).
+  auto* bench = app.add_subcommand("bench", "benchmarks: collectives (comm), communication/"
+                                            "computation overlap per ZeRO stage (overlap), the "
+                                            "optimizer step (optim)");
+  bench->require_subcommand(1);
+  zt::app::CommBenchOptions bcopt;
+  std::string bc_dtype = "f32", bc_ops;
+  auto* bcomm = bench->add_subcommand(
+      "comm", "nccl-tests-style bandwidth of every collective on the mpi backend, next to raw "
+              "MPI on the same buffers (run under mpirun)");
+  bcomm->add_option("--min-bytes", bcopt.min_bytes, "smallest size in bytes (default 1024)");
+  bcomm->add_option("--max-bytes", bcopt.max_bytes, "largest size in bytes (default 64 MiB)");
+  bcomm->add_option("--step", bcopt.step, "size factor between rows (default 4)");
+  bcomm->add_option("--dtype", bc_dtype, "f32 (default), f16 or bf16");
+  bcomm->add_option("--ops", bc_ops, "comma-separated subset of all_reduce, reduce_scatter, "
+                                     "reduce_scatter_v, all_gather, all_gather_v, broadcast, "
+                                     "all_to_all (default: all)");
+  bcomm->add_option("--trials", bcopt.trials, "trials per row, the best is reported (default 11)");
+  bcomm->add_option("--warmup", bcopt.warmup, "untimed trials first (default 2)");
+  bcomm->add_option("--iters", bcopt.iters, "ops per trial (default: by size, 4..200)");
+  bcomm->add_flag("!--no-raw", bcopt.raw, "do not time raw MPI beside the communicator");
+  bcomm->add_option("--json", bcopt.json, "write JSON lines to FILE (- for stdout)");
+  bcomm->add_flag("!--no-table", bcopt.table, "no table on stdout");
+  zt::app::OverlapBenchOptions boopt;
+  auto* boverlap = bench->add_subcommand(
+      "overlap", "step time with overlap_comm off and on, communication time alone and the "
+                 "fraction hidden, for ZeRO stages 1-3 (run under mpirun, 2+ ranks)");
+  boverlap->add_option("--stages", boopt.stages, "stages to measure (default 1 2 3)")
+      ->delimiter(',');
+  boverlap->add_option("--layers", boopt.layers, "GPT blocks (default 4)");
+  boverlap->add_option("--width", boopt.width, "GPT width n_embd (default 256)");
+  boverlap->add_option("--heads", boopt.heads, "attention heads (default 4)");
+  boverlap->add_option("--seq", boopt.seq, "tokens per sequence (default 32)");
+  boverlap->add_option("--micro-batch", boopt.micro_batch, "sequences per rank (default 2)");
+  boverlap->add_option("--bucket", boopt.bucket, "reduce_bucket_size in elements (default 500000)");
+  boverlap->add_option("--steps", boopt.steps, "timed steps per configuration (default 10)");
+  boverlap->add_option("--warmup", boopt.warmup, "untimed steps first (default 2)");
+  boverlap->add_option("--threads", boopt.threads, "OpenMP threads per rank (default: cores / ranks)");
+  boverlap->add_option("--json", boopt.json, "write JSON lines to FILE (- for stdout)");
+  boverlap->add_flag("!--no-table", boopt.table, "no table on stdout");
+  zt::app::OptimBenchOptions bpopt;
+  std::string bp_sizes;
+  auto* boptim = bench->add_subcommand(
+      "optim", "AdamW step throughput (params/s, GB/s) against the copy-bandwidth floor");
+  boptim->add_option("--threads", bpopt.threads, "OpenMP threads (default: OpenMP's)");
+  boptim->add_option("--sizes", bp_sizes, "parameter counts, e.g. 1M,16M,64M,256M (the default)");
+  boptim->add_option("--iters", bpopt.iters, "at most this many timed steps per size (default 20)");
+  boptim->add_option("--copy-mib", bpopt.copy_mib, "MiB per buffer of the copy reference (default 512)");
+  boptim->add_option("--copy-reps", bpopt.copy_reps, "repetitions of the copy reference (default 10)");
+  boptim->add_option("--json", bpopt.json, "write JSON lines to FILE (- for stdout)");
+  boptim->add_flag("!--no-table", bpopt.table, "no table on stdout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -147,6 +205,20 @@ int main(int argc, char** argv) {
     if (*generate) return zt::app::run_generate(gopt);
     if (*estimate) return zt::app::run_estimate(eopt);
     if (*launch) return zt::app::run_launch(lnopt);
+    if (*bcomm) {  // [bench]
+      zt::comm::Bootstrap::init(&argc, &argv);
+      bcopt.dtype = zt::dtype_from_name(bc_dtype);
+      if (!bc_ops.empty()) bcopt.ops = zt::app::parse_comm_ops(bc_ops, "--ops");
+      return zt::app::run_bench_comm(bcopt);
+    }
+    if (*boverlap) {  // [bench]
+      zt::comm::Bootstrap::init(&argc, &argv);
+      return zt::app::run_bench_overlap(boopt);
+    }
+    if (*boptim) {  // [bench]
+      if (!bp_sizes.empty()) bpopt.sizes = zt::app::parse_sizes(bp_sizes, "--sizes");
+      return zt::app::run_bench_optim(bpopt);
+    }
     if (*config) {
       zt::io::Config c = zt::io::load_config(cfg_path, cfg_overrides);
       zt::io::resolve_batch_sizes(c, cfg_world);
