@@ -105,12 +105,15 @@ int main(int argc, char** argv) {
       "launch", "run a command on every rank with mpirun: -- train --config FILE ... (hosts from "
                 "a DeepSpeed hostfile, else this machine's GPUs, else one rank per NUMA node)");
   launch->add_option("--hostfile", lnopt.hostfile, "DeepSpeed hostfile: lines `HOST slots=N`");
-  launch->add_option("--include,-i", lnopt.include, "hosts/slots to use: host[:slot,...][@host...]");
+  launch->add_option("--include,-i", lnopt.include,
+                     "hosts/slots to use: host[:slot,...][@host...]");
   launch->add_option("--exclude,-e", lnopt.exclude, "hosts/slots to leave out (same syntax)");
   launch->add_option("--num_nodes", lnopt.num_nodes, "use the first N hosts");
   launch->add_option("--num_gpus", lnopt.num_gpus, "use the first G slots (GPUs) of each host");
-  launch->add_option("--master_addr", lnopt.master_addr, "MASTER_ADDR for the ranks (default: first host)");
-  launch->add_option("--master_port", lnopt.master_port, "MASTER_PORT for the ranks (default 29500)");
+  launch->add_option("--master_addr", lnopt.master_addr,
+                     "MASTER_ADDR for the ranks (default: first host)");
+  launch->add_option("--master_port", lnopt.master_port,
+                     "MASTER_PORT for the ranks (default 29500)");
   launch->add_option("--launcher_args", lnopt.launcher_args, "more mpirun options, as one string");
   launch->add_flag("--dry-run,--dry_run", lnopt.dry_run, "print the mpirun command and exit");
   launch->add_option("command", lnopt.command, "after --: a zerotrain subcommand and its "
