@@ -365,7 +365,7 @@ std::string Watchdog::State::report(const CommProgress::Snapshot& stuck) {
       if (done >= -1)
         where += done < 0 ? std::string(", no op completed yet")
                           : zt::detail::str_cat(", last completed op #", done);
-      where += ": computing, in I/O or stalled";
+      if (!exited) where += ": computing, in I/O or stalled";
     }
     if (stale) where += zt::detail::str_cat("; as of ", seconds_str(age), " s ago");
     where += ")";

@@ -1,15 +1,15 @@
 // zero/diagnose.cpp: the first non-finite tensor, named (zero/diagnose.h).
 #include "zero/diagnose.h"
 
-#include <cmath>
-#include <cstdio>
-#include <limits>
-#include <vector>
-
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "core/nn/gpt.h"
 #include "zero/engine.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <vector>
 
 namespace zt::zero {
 
@@ -53,7 +53,7 @@ std::string flat_element_name(nn::GPT& model, int64_t flat) {
 }
 
 std::string first_nonfinite_element(nn::GPT& model, const Tensor& g, int64_t lo,
-                                     comm::Communicator* comm) {
+                                    comm::Communicator* comm) {
   const int64_t i = first_nonfinite(g);
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
   // (flat index, value bits) of this rank's first; the lowest flat index over the ranks wins.
@@ -92,9 +92,9 @@ void check_loss(Engine& engine, double loss, int64_t step, int64_t micro_batch) 
                                ? "this rank's partition of the weights is finite"
                                : "the weights are finite: the forward pass overflowed");
   throw Error(detail::str_cat("step ", step, ", micro-batch ", micro_batch, ": the loss is ",
-                              value_str(static_cast<float>(loss)), " on rank ", engine.rank(),
-                              " (", dtype_name(s.model_dtype), " training has no loss scale); ",
-                              cause, ". Lower optimizer.params.lr, set gradient_clipping, or set ",
+                              value_str(static_cast<float>(loss)), " on rank ", engine.rank(), " (",
+                              dtype_name(s.model_dtype), " training has no loss scale); ", cause,
+                              ". Lower optimizer.params.lr, set gradient_clipping, or set ",
                               "bf16.check_grad_overflow to skip such steps"));
 }
 

@@ -8,10 +8,10 @@
 // index is mapped back to a parameter name through the parameters' flat offsets.
 #pragma once
 
+#include "core/tensor.h"
+
 #include <cstdint>
 #include <string>
-
-#include "core/tensor.h"
 
 namespace zt::comm {
 class Communicator;

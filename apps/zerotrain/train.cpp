@@ -1,5 +1,6 @@
 // apps/zerotrain/train.cpp: one training job: config -> data -> model -> Engine -> logs -> sample.
 #include "apps/zerotrain/train.h"
+#include "apps/zerotrain/faults.h"  // [faults]
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +17,7 @@
 
 #include "comm/bootstrap.h"
 #include "comm/communicator.h"
+#include "comm/watchdog.h"  // [faults]
 #include "core/ops.h"
 #include "io/config.h"
 #include "io/data.h"
@@ -23,6 +25,7 @@
 #include "io/checkpoint_store.h"
 #include "io/monitor.h"
 #include "io/trace.h"
+#include "zero/diagnose.h"  // [faults]
 #include "zero/settings.h"
 
 #ifndef ZT_SOURCE_DIR
@@ -36,13 +39,20 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 // Signals only set a flag (DESIGN.md): SIGTERM, SIGUSR1 and a first SIGINT ask for a checkpoint at
-// the next step boundary, which all ranks agree on; a second SIGINT aborts at once.
+// the next step boundary, which all ranks agree on; a second SIGINT aborts at once (exit 130,
+// the shell's code for SIGINT; mpirun then ends the other ranks).
 volatile std::sig_atomic_t g_stop_signal = 0;
 volatile std::sig_atomic_t g_sigints = 0;
 extern "C" void on_stop_signal(int sig) {
   if (sig == SIGINT) {
     g_sigints = g_sigints + 1;
-    if (g_sigints >= 2) std::_Exit(130);
+    if (g_sigints >= 2) {
+      // [faults] async-signal-safe: write(2), then _Exit.
+      static const char msg[] = "zerotrain: second SIGINT: exiting now without saving (code 130)\n";
+      ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+      (void)ignored;
+      std::_Exit(130);
+    }
   }
   g_stop_signal = sig;
 }
@@ -133,6 +143,7 @@ int run_train(const TrainOptions& opt) {
   const comm::Topology& topo = comm::Bootstrap::instance().topology();
   const int world = topo.world, rank = topo.rank;
   const bool lead = rank == 0;  // rank 0 prints, logs and samples
+  const FaultHook fault = fault_from_env();  // [faults] ZT_FAULT test hook (faults.h)
   io::Config cfg = io::load_config(opt.config_path, opt.overrides);
   if (opt.steps >= 0) cfg.training.steps = opt.steps;
   io::resolve_batch_sizes(cfg, world);
@@ -150,9 +161,17 @@ int run_train(const TrainOptions& opt) {
   if (opt.threads > 0 || topo.local_size > 1) ops::set_num_threads(threads);
 
   io::Split data = load_data(cfg);
+  // [faults] The watchdog (comm/watchdog.h) outlives the communicators and the engine: a stuck
+  // collective anywhere in the job is reported (op, step, missing ranks) and ends it.
+  const comm::WatchdogOptions wdo = comm::options_from_env(cfg.comm.timeout_s);
+  std::unique_ptr<comm::Watchdog> watchdog;
   std::unique_ptr<comm::Communicator> comm;
   if (world > 1) {
-    comm = comm::make_mpi_communicator();
+    watchdog = std::make_unique<comm::Watchdog>(wdo);
+    comm::CommOptions co;
+    if (wdo.blocking_wait) co.timeout_s = wdo.timeout_s;  // NCCL_BLOCKING_WAIT semantics
+    comm = comm::make_mpi_communicator(co);
+    check_config_agreement(*comm, io::dump_config(cfg));  // [faults] every rank, same config
     // comms_logger: per-op counts, bytes, latency, algbw/busbw, printed as a table at the end.
     comm::CommLogOptions lo;
     lo.enabled = cfg.comms_logger.enabled;
@@ -192,6 +211,11 @@ int run_train(const TrainOptions& opt) {
                   cfg.zero.stage == 3 ? "reduce-scatter per unit, parameters gathered per unit"
                   : cfg.zero.stage == 2 && cfg.zero.reduce_scatter ? "reduce-scatter"
                                                                   : "all-reduce");
+    if (world > 1)  // [faults]
+      std::printf("  faults    a collective stuck for %g s (comm.timeout_s) ends the job (exit %d)"
+                  "%s\n", wdo.timeout_s, comm::kExitCommTimeout,
+                  wdo.abort_on_timeout ? "" : ": reported only (environment)");
+    for (const std::string& n : wdo.notes) std::printf("note: %s\n", n.c_str());
     std::printf("  precision weights %s, master/optimizer fp32, gradients accumulate in fp32%s\n",
                 dtype_name(engine.model_params().dtype()),
                 engine.mixed() && cfg.fp16.enabled
@@ -341,12 +365,17 @@ int run_train(const TrainOptions& opt) {
   const int64_t print_every = std::max<int64_t>(1, cfg.steps_per_print);
   for (int64_t step = start_step + 1; step <= cfg.training.steps; ++step) {
     auto t0 = Clock::now();
+    comm::Watchdog::set_step(step);            // [faults] named in timeout reports
+    fault_at_step_start(fault, engine, step);  // [faults] test hook
     double sum = 0.0;
     for (int64_t m = 0; m < gas; ++m) {
       auto td = Clock::now();
       sampler.next(ids, tgt);
       data_ms += std::chrono::duration<double, std::milli>(Clock::now() - td).count();
-      sum += engine.forward(ids, tgt);
+      const float micro_loss = engine.forward(ids, tgt);
+      zero::check_loss(engine, micro_loss, step, m);  // [faults] a NaN/inf loss, named
+      sum += micro_loss;
+      fault_before_backward(fault, engine, step, m);  // [faults] test hook
       engine.backward();
       engine.step();
     }
@@ -373,7 +402,9 @@ int run_train(const TrainOptions& opt) {
       loss = t.data<float>()[0] / static_cast<float>(world);
       stop = t.data<float>()[1] > 0.f;
     }
-    ZT_CHECK(std::isfinite(loss), "loss is ", loss, " at step ", step,
+    // [faults] A step skipped for a non-finite gradient (bf16.check_grad_overflow, fp16) may
+    // have a non-finite loss too: that is the documented skip, not divergence.
+    ZT_CHECK(std::isfinite(loss) || engine.last_step_skipped(), "loss is ", loss, " at step ", step,
              ": training diverged (lower optimizer.params.lr or set gradient_clipping)");
     double tok_s = static_cast<double>(tokens_per_step) / dt;
     tps.push_back(tok_s);
