@@ -7,7 +7,9 @@
 //   zerotrain generate --checkpoint DIR [--tag T] --prompt TEXT [--bytes N] [--temperature X]
 //   zerotrain launch [--hostfile F] [--include S] ... [--dry-run] -- train ...   (mpirun for you)
 //   zerotrain bench comm|overlap|optim [--json FILE|-] ...   benchmarks (apps/zerotrain/bench_*.h)
-// Exit codes: 0 success, 2 bad config or input (one clear line on stderr), 1 runtime failure.
+// Exit codes: 0 success, 2 bad config or input (one clear line on stderr), 1 runtime failure,
+// 85 saved after SIGTERM/SIGUSR1/SIGINT, 130 a second SIGINT, 124 a collective stuck longer than
+// comm.timeout_s (comm/watchdog.h: the report names the op, the step and the missing ranks).
 // Under mpirun a failing rank ends the whole job (MPI_Abort with that code): no rank is left
 // waiting in a collective. An error every rank hits (a bad config) is printed once, by rank 0.
 #include <CLI/CLI.hpp>
