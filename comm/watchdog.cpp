@@ -428,7 +428,14 @@ Watchdog::Watchdog(WatchdogOptions options) : opt_(std::move(options)) {
   ZT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &st_->hb));
   ZT_MPI_CHECK(MPI_Comm_set_errhandler(st_->hb, MPI_ERRORS_RETURN));
   State* s = st_.get();
-  heartbeat_ = std::thread([s] { s->heartbeat_loop(); });
+  if (!boot.thread_multiple()) {
+    // Without MPI_THREAD_MULTIPLE a second thread must not call MPI: no heartbeat (reports then
+    // cannot name the missing ranks), but the timeout and the abort still work.
+    st_->hb_done = st_->consensus = true;
+    heartbeat_ = std::thread([] {});
+  } else {
+    heartbeat_ = std::thread([s] { s->heartbeat_loop(); });
+  }
   monitor_ = std::thread([s] { s->monitor_loop(); });
 }
 
