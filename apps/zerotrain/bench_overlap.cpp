@@ -26,6 +26,8 @@
 //                 they compete with compute for cores and memory bandwidth;
 //   concurrent    from the engine's trace (io/trace.h): the comm time of the on run that ran
 //                 at the same time as a backward unit's compute on the same rank.
+// --trace PREFIX writes both runs' Chrome traces per stage (PREFIX.stageS.off.json, ...on.json)
+// for Perfetto or scripts/plot_trace.py.
 // Not every collective can hide: the parameter all-gather after the optimizer step (stages 1, 2)
 // and the small all-reduces of the step (overflow flag, gradient norm) have nothing to overlap
 // with in this engine; comm_ms_by_op in the JSON splits t_comm by collective.
@@ -228,6 +230,15 @@ StageResult bench_stage(int stage, const OverlapBenchOptions& o, int rank) {
     res.comm_by_op[op] = bench::median(v);
   }
   for (Run* r : {&off, &on}) r->engine->set_trace(nullptr);
+  if (!o.trace.empty()) {  // every step of both runs, warm-up included, one file per run
+    for (Run* r : {&off, &on}) {
+      const std::string path =
+          o.trace + ".stage" + std::to_string(stage) + (r == &on ? ".on.json" : ".off.json");
+      r->trace.write_rank_file(path);
+      MPI_Barrier(MPI_COMM_WORLD);
+      if (rank == 0) io::merge_traces(path, r->engine->world());
+    }
+  }
   return res;
 }
 

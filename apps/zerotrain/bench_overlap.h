@@ -19,6 +19,7 @@ struct OverlapBenchOptions {
   int steps = 10, warmup = 2;      // timed and untimed optimizer steps per configuration
   int threads = 0;                 // OpenMP threads per rank; 0: the node's cores / its ranks
   std::string json;                // JSON lines: "" none, "-" stdout, else a file (rank 0)
+  std::string trace;               // Chrome traces of every run: TRACE.stageS.off.json, ...on.json
   bool table = true;               // the human table and the explanation (rank 0)
 };
 

@@ -162,6 +162,7 @@ int main(int argc, char** argv) {
   boverlap->add_option("--warmup", boopt.warmup, "untimed steps first (default 2)");
   boverlap->add_option("--threads", boopt.threads, "OpenMP threads per rank (default: cores / ranks)");
   boverlap->add_option("--json", boopt.json, "write JSON lines to FILE (- for stdout)");
+  boverlap->add_option("--trace", boopt.trace, "write Chrome traces PREFIX.stageS.off|on.json");
   boverlap->add_flag("!--no-table", boopt.table, "no table on stdout");
   zt::app::OptimBenchOptions bpopt;
   std::string bp_sizes;
