@@ -257,7 +257,7 @@ SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& ta
                               .dump();
     json params = json::array();
     for (nn::Parameter* p : model_.parameters())
-      params.push_back({{"name", p->name}, {"shape", p->value.shape()}, {"offset", p->value.offset()}});
+      params.push_back({{"name", p->name}, {"shape", p->shape}, {"offset", p->flat_offset}});
     m.metadata["parameters"] = params.dump();
     req.client_state_json = client_state_json;  // checksummed like the shards
   }

@@ -45,7 +45,7 @@ std::string value_str(float v) { return std::isnan(v) ? "nan" : v > 0 ? "inf" : 
 std::string flat_element_name(nn::GPT& model, int64_t flat) {
   int64_t off = 0;
   for (nn::Parameter* p : model.parameters()) {
-    const int64_t k = p->value.numel();
+    const int64_t k = p->numel();  // (value is unbound while stage 3 has it released)
     if (flat < off + k) return detail::str_cat(p->name, "[", flat - off, "]");
     off += k;
   }

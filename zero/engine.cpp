@@ -38,6 +38,7 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   for (nn::Parameter* p : ps) {
     int64_t k = p->value.numel();
     p->rebind(params_.flat_view(off, p->value.shape()), grads_.flat_view(off, p->value.shape()));
+    p->flat_offset = off;
     if (!per_tensor && !all_segments.empty() && all_segments.back().decay == p->decay)
       all_segments.back().size += k;
     else
@@ -140,8 +141,9 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     pos += len;
   }
   ranges.back().second = part_.padded;
-  buckets_ = plan_buckets(ranges, s_.reduce_bucket_size);
+  // Stage 3 reduces each unit's gradient as one collective right after its backward (no buckets).
   if (s_.zero_stage == 3) init_stage3(ps, ranges);
+  else buckets_ = plan_buckets(ranges, s_.reduce_bucket_size);
   last_lr_ = s_.scheduler->lr_at(0);
 }
 

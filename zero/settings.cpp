@@ -21,6 +21,10 @@ void check_supported(const io::Config& c) {
     throw ConfigError("config key `zero_optimization.offload_param`: parameter offload needs ZeRO "
                       "stage 3 (parameters are partitioned only there), but stage is " +
                       std::to_string(c.zero.stage) + "; set zero_optimization.stage: 3 or remove it");
+  if (c.zero.stage >= 1 && c.zero.stage <= 2 && c.zero.reduce_bucket_size == 0)
+    throw ConfigError("config key `zero_optimization.reduce_bucket_size`: 0 elements per bucket at "
+                      "stage " + std::to_string(c.zero.stage) + "; set a positive size (DeepSpeed's "
+                      "default is 5e8)");
   if (c.zero.stage == 3) {
     if (c.zero.stage3_use_all_reduce_for_fetch_params)
       not_yet("zero_optimization.stage3_use_all_reduce_for_fetch_params",
@@ -114,6 +118,10 @@ std::vector<std::string> config_notices(const io::Config& c) {
           "zero_optimization.allgather_bucket_size / allgather_partitions: no effect at stage 3, "
           "which gathers each unit's parameters before use (stage3_prefetch_bucket_size sets how "
           "much is gathered ahead)");
+    if (c.zero.reduce_bucket_size != d.reduce_bucket_size)
+      out.push_back(
+          "zero_optimization.reduce_bucket_size: no effect at stage 3: each unit's gradient is "
+          "reduce-scattered as one collective right after the unit's backward");
     if (c.zero.stage3_module_granularity_threshold != d.stage3_module_granularity_threshold)
       out.push_back(
           "zero_optimization.stage3_module_granularity_threshold: no effect: zerotrain already "

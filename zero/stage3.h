@@ -109,6 +109,11 @@ class ParamCoordinator {
 
   const std::vector<Stage3Unit>& units() const { return units_; }
   bool persistent(int unit) const { return state_[unit].persistent; }
+  int persistent_units() const {
+    int k = 0;
+    for (const State& s : state_) k += s.persistent;
+    return k;
+  }
   // Pool bytes: buffers for gathered units and unit gradients, now and at most since the last
   // reset_peak(); gathered elements now (non-persistent, live or in flight).
   int64_t pool_bytes() const { return pool_bytes_; }

@@ -204,13 +204,21 @@ int run_train(const TrainOptions& opt) {
                 "%s, %lld steps\n",
                 ops::num_threads(), world, topo.nodes, cfg.zero.stage,
                 engine.optimizer().name().c_str(), static_cast<long long>(cfg.training.steps));
-    if (world > 1)
+    if (world > 1 && engine.partitioned_params())
+      std::printf("  comm      mpi, stage 3: each unit gathered before use (prefetch %lld elements, "
+                  "%d of %d units persistent), its gradient reduce-scattered after its backward, "
+                  "overlap_comm %s\n",
+                  static_cast<long long>(engine.settings().stage3_prefetch_bucket_size),
+                  engine.coordinator()->persistent_units(), engine.model().num_units(),
+                  cfg.zero.overlap_comm ? "on" : "off");
+    else if (world > 1)
       std::printf("  comm      mpi, buckets of %lld elements (%zu), overlap_comm %s, %s\n",
                   static_cast<long long>(engine.settings().reduce_bucket_size),
                   engine.buckets().buckets.size(), cfg.zero.overlap_comm ? "on" : "off",
-                  cfg.zero.stage == 3 ? "reduce-scatter per unit, parameters gathered per unit"
-                  : cfg.zero.stage == 2 && cfg.zero.reduce_scatter ? "reduce-scatter"
+                  cfg.zero.stage == 2 && cfg.zero.reduce_scatter ? "reduce-scatter"
                                                                   : "all-reduce");
+    if (engine.offload())
+      std::printf("  offload   optimizer: %s\n", engine.offload()->describe().c_str());
     if (world > 1)  // [faults]
       std::printf("  faults    a collective stuck for %g s (comm.timeout_s) ends the job (exit %d)"
                   "%s\n", wdo.timeout_s, comm::kExitCommTimeout,
@@ -410,7 +418,9 @@ int run_train(const TrainOptions& opt) {
     tps.push_back(tok_s);
     bool eval_now = cfg.training.eval_interval > 0 &&
                     (step % cfg.training.eval_interval == 0 || step == cfg.training.steps);
-    if (eval_now && lead) last_eval = eval_loss(engine, data.val, cfg);
+    // Rank 0 evaluates; at stage 3 every rank must (each unit is gathered collectively).
+    const bool evaluator = lead || engine.partitioned_params();
+    if (eval_now && evaluator) last_eval = eval_loss(engine, data.val, cfg);
     if (lead && (step % print_every == 0 || step == cfg.training.steps)) {
       if (tty) std::printf("\r%*s\r", 110, "");  // clear the progress bar
       std::printf("step %6lld | loss %.4f | lr %.3e | grad norm %.4f | %7.1f ms/step | %8.0f tok/s",
@@ -471,7 +481,7 @@ int run_train(const TrainOptions& opt) {
   }
   if (tty) std::printf("\r%*s\r", 110, "");
   if (cfg.training.steps > start_step) save(cfg.training.steps, true);  // the final save
-  if (lead && cfg.training.steps > 0 && std::isnan(last_eval))
+  if ((lead || engine.partitioned_params()) && cfg.training.steps > 0 && std::isnan(last_eval))
     last_eval = eval_loss(engine, data.val, cfg);
   monitors->flush();
 

@@ -23,6 +23,7 @@ void Parameter::rebind(Tensor new_value, Tensor new_grad, bool copy_value) {
 Parameter& Module::add_parameter(const std::string& name, Shape shape, bool decay) {
   auto p = std::make_unique<Parameter>();
   p->name = name;
+  p->shape = shape;
   p->value = Tensor::zeros(shape);
   p->grad = Tensor::zeros(shape);
   p->decay = decay;
@@ -62,7 +63,7 @@ std::vector<Tensor*> Module::activation_buffers() {
 
 int64_t Module::num_parameters() {
   int64_t n = 0;
-  for (Parameter* p : parameters()) n += p->value.numel();
+  for (Parameter* p : parameters()) n += p->numel();
   return n;
 }
 

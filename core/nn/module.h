@@ -27,6 +27,11 @@ struct Parameter {
   Tensor grad;       // same shape; accumulated (+=) by backward, zeroed by the optimizer/engine
   bool decay = true; // weight decay applies (matrices); false for biases, LayerNorm, embeddings
                      // only where the config says so (see GPT::parameters)
+  // Fixed at creation. `value` may point at nothing while ZeRO stage 3 has the parameter released
+  // (zero/stage3.h), so code that needs the shape or size at any time reads these.
+  Shape shape;
+  int64_t numel() const { return shape_numel(shape); }
+  int64_t flat_offset = -1;  // where the ZeRO engine put it in its flat buffer (-1: no engine)
 
   // Re-point value/grad at new storage (e.g. ranges of flat buffers). Copies the current value in
   // when copy_value is set. Shapes must match.
