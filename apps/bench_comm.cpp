@@ -6,14 +6,15 @@
 //        [--dtype f32|f16|bf16] [--trials 11] [--warmup 2] [--iters N]
 //        [--ops all_reduce,reduce_scatter,reduce_scatter_v,all_gather,all_gather_v,broadcast,
 //        all_to_all] [--no-raw] [--no-json] [--no-table]
+#include "apps/zerotrain/bench_comm.h"
+
+#include "comm/bootstrap.h"
+#include "core/error.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <string>
-
-#include "apps/zerotrain/bench_comm.h"
-#include "comm/bootstrap.h"
-#include "core/error.h"
 
 namespace {
 
@@ -21,9 +22,10 @@ using zt::app::CommBenchOptions;
 
 [[noreturn]] void usage_error(const std::string& msg) {
   throw zt::ConfigError(
-      msg + "\nusage: bench_comm [--min-bytes N] [--max-bytes N] [--step N] [--dtype "
-            "f32|f16|bf16] [--trials N] [--warmup N] [--iters N] [--ops a,b] [--no-raw] "
-            "[--no-json] [--no-table]");
+      msg +
+      "\nusage: bench_comm [--min-bytes N] [--max-bytes N] [--step N] [--dtype "
+      "f32|f16|bf16] [--trials N] [--warmup N] [--iters N] [--ops a,b] [--no-raw] "
+      "[--no-json] [--no-table]");
 }
 
 int64_t parse_int(const std::string& flag, const char* v) {
@@ -43,18 +45,30 @@ CommBenchOptions parse(int argc, char** argv) {
       if (i + 1 >= argc) usage_error(f + " needs a value");
       return argv[++i];
     };
-    if (f == "--min-bytes") a.min_bytes = parse_int(f, value());
-    else if (f == "--max-bytes") a.max_bytes = parse_int(f, value());
-    else if (f == "--step") a.step = parse_int(f, value());
-    else if (f == "--trials") a.trials = static_cast<int>(parse_int(f, value()));
-    else if (f == "--warmup") a.warmup = static_cast<int>(parse_int(f, value()));
-    else if (f == "--iters") a.iters = static_cast<int>(parse_int(f, value()));
-    else if (f == "--dtype") a.dtype = zt::dtype_from_name(value());
-    else if (f == "--ops") a.ops = zt::app::parse_comm_ops(value(), "--ops");
-    else if (f == "--no-raw") a.raw = false;
-    else if (f == "--no-json") a.json.clear();
-    else if (f == "--no-table") a.table = false;
-    else usage_error("unknown argument `" + f + "`");
+    if (f == "--min-bytes")
+      a.min_bytes = parse_int(f, value());
+    else if (f == "--max-bytes")
+      a.max_bytes = parse_int(f, value());
+    else if (f == "--step")
+      a.step = parse_int(f, value());
+    else if (f == "--trials")
+      a.trials = static_cast<int>(parse_int(f, value()));
+    else if (f == "--warmup")
+      a.warmup = static_cast<int>(parse_int(f, value()));
+    else if (f == "--iters")
+      a.iters = static_cast<int>(parse_int(f, value()));
+    else if (f == "--dtype")
+      a.dtype = zt::dtype_from_name(value());
+    else if (f == "--ops")
+      a.ops = zt::app::parse_comm_ops(value(), "--ops");
+    else if (f == "--no-raw")
+      a.raw = false;
+    else if (f == "--no-json")
+      a.json.clear();
+    else if (f == "--no-table")
+      a.table = false;
+    else
+      usage_error("unknown argument `" + f + "`");
   }
   return a;
 }

@@ -2,13 +2,13 @@
 // `zerotrain bench optim` (apps/zerotrain/bench_optim.cpp: what is measured and why). JSON lines
 // on stdout only (bench/optim_vs_torch.sh parses every line); --table adds the human table.
 // Usage: bench_optim [--threads N] [--sizes 1M,16M,64M,256M] [--iters N] [--copy-mib N] [--table]
+#include "apps/zerotrain/bench_optim.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
 #include <string>
-
-#include "apps/zerotrain/bench_optim.h"
 
 int main(int argc, char** argv) {
   zt::app::OptimBenchOptions o;
@@ -23,11 +23,16 @@ int main(int argc, char** argv) {
       }
       if (i + 1 >= argc) throw std::invalid_argument(k + " needs a value");
       const char* v = argv[++i];
-      if (k == "--threads") o.threads = std::atoi(v);
-      else if (k == "--iters") o.iters = std::atoi(v);
-      else if (k == "--copy-mib") o.copy_mib = std::atoi(v);
-      else if (k == "--sizes") o.sizes = zt::app::parse_sizes(v, "--sizes");
-      else throw std::invalid_argument("unknown option " + k + " (see the usage line in the source)");
+      if (k == "--threads")
+        o.threads = std::atoi(v);
+      else if (k == "--iters")
+        o.iters = std::atoi(v);
+      else if (k == "--copy-mib")
+        o.copy_mib = std::atoi(v);
+      else if (k == "--sizes")
+        o.sizes = zt::app::parse_sizes(v, "--sizes");
+      else
+        throw std::invalid_argument("unknown option " + k + " (see the usage line in the source)");
     }
     return zt::app::run_bench_optim(o);
   } catch (const std::exception& e) {

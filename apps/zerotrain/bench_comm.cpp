@@ -4,7 +4,8 @@
 // For every size (bytes, min .. max in powers of `step`) and op it times the `mpi` Communicator
 // (zt::comm, collectives on its comm thread) and the raw MPI call on the same buffers (on the main
 // thread), and prints
-//   size count type op time algbw busbw #wrong  and  mpi_time busbw ratio (= comm busbw / raw busbw)
+//   size count type op time algbw busbw #wrong  and  mpi_time busbw ratio (= comm busbw / raw
+//   busbw)
 // as JSON lines and, on rank 0, a table. The ops and their raw counterparts:
 //   all_reduce        MPI_Allreduce (in place)         busbw = algbw x 2(n-1)/n
 //   reduce_scatter    MPI_Reduce_scatter_block          x (n-1)/n, size = the whole input
@@ -36,6 +37,13 @@
 // (comm/communicator.h).
 #include "apps/zerotrain/bench_comm.h"
 
+#include "apps/zerotrain/bench_common.h"
+#include "comm/bootstrap.h"
+#include "comm/comm_log.h"
+#include "comm/communicator.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
 #include <mpi.h>
 
 #include <algorithm>
@@ -44,13 +52,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "apps/zerotrain/bench_common.h"
-#include "comm/bootstrap.h"
-#include "comm/comm_log.h"
-#include "comm/communicator.h"
-#include "core/error.h"
-#include "core/tensor.h"
 
 namespace zt::app {
 namespace {
@@ -109,7 +110,7 @@ int64_t offset_of(const std::vector<int64_t>& counts, int r) {
 
 // The buffers of one (op, size): the same ones serve the communicator and raw MPI.
 struct Buffers {
-  Tensor in, out;  // all_reduce / broadcast use `in` only (in place)
+  Tensor in, out;               // all_reduce / broadcast use `in` only (in place)
   std::vector<int64_t> counts;  // the _v ops' parts
 };
 
@@ -258,15 +259,15 @@ std::string json_line(const Row& r, const char* impl, double s, double s_median,
                       int world) {
   const double algbw = static_cast<double>(r.bytes) / s / 1e9;
   char buf[640];
-  int n = std::snprintf(
-      buf, sizeof buf,
-      "{\"bench\": \"comm\", \"impl\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", "
-      "\"ranks\": %d, \"size\": %lld, \"count\": %lld, \"iters\": %d, "
-      "\"time_us\": %.2f, \"median_time_us\": %.2f, \"algbw_gbs\": %.4f, "
-      "\"busbw_gbs\": %.4f, \"wrong\": %lld",
-      impl, r.op.c_str(), dtype_name(dt), world, static_cast<long long>(r.bytes),
-      static_cast<long long>(r.count), r.iters, s * 1e6, s_median * 1e6, algbw,
-      algbw * bus_factor(r.op, world), static_cast<long long>(r.wrong));
+  int n =
+      std::snprintf(buf, sizeof buf,
+                    "{\"bench\": \"comm\", \"impl\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", "
+                    "\"ranks\": %d, \"size\": %lld, \"count\": %lld, \"iters\": %d, "
+                    "\"time_us\": %.2f, \"median_time_us\": %.2f, \"algbw_gbs\": %.4f, "
+                    "\"busbw_gbs\": %.4f, \"wrong\": %lld",
+                    impl, r.op.c_str(), dtype_name(dt), world, static_cast<long long>(r.bytes),
+                    static_cast<long long>(r.count), r.iters, s * 1e6, s_median * 1e6, algbw,
+                    algbw * bus_factor(r.op, world), static_cast<long long>(r.wrong));
   std::string line(buf, static_cast<size_t>(n));
   if (std::string(impl) == "comm" && r.raw_s > 0) {
     std::snprintf(buf, sizeof buf, ", \"ratio\": %.4f", r.raw_s / r.comm_s);
@@ -278,9 +279,9 @@ std::string json_line(const Row& r, const char* impl, double s, double s_median,
 void table_row(const Row& r, DType dt, int world) {
   const double f = bus_factor(r.op, world);
   const double cb = static_cast<double>(r.bytes) / r.comm_s / 1e9;
-  std::printf("%12lld %11lld %5s %-16s %5d %10.1f %8.3f %8.3f %6lld", static_cast<long long>(r.bytes),
-              static_cast<long long>(r.count), dtype_name(dt), r.op.c_str(), r.iters,
-              r.comm_s * 1e6, cb, cb * f, static_cast<long long>(r.wrong));
+  std::printf("%12lld %11lld %5s %-16s %5d %10.1f %8.3f %8.3f %6lld",
+              static_cast<long long>(r.bytes), static_cast<long long>(r.count), dtype_name(dt),
+              r.op.c_str(), r.iters, r.comm_s * 1e6, cb, cb * f, static_cast<long long>(r.wrong));
   if (r.raw_s > 0) {
     const double rb = static_cast<double>(r.bytes) / r.raw_s / 1e9;
     std::printf(" | %10.1f %8.3f %6.3f\n", r.raw_s * 1e6, rb * f, r.raw_s / r.comm_s);
@@ -320,7 +321,8 @@ int run_bench_comm(const CommBenchOptions& opt) {
   bench::check_arg(opt.min_bytes > 0 && opt.min_bytes <= opt.max_bytes, "--min-bytes",
                    "must be positive and at most --max-bytes");
   bench::check_arg(opt.trials > 0, "--trials", "must be positive");
-  bench::check_arg(opt.warmup >= 0 && opt.iters >= 0, "--warmup", "and --iters must not be negative");
+  bench::check_arg(opt.warmup >= 0 && opt.iters >= 0, "--warmup",
+                   "and --iters must not be negative");
   bench::check_arg(is_floating(opt.dtype), "--dtype", "must be f32, f16 or bf16");
   const Topology& topo = Bootstrap::instance().topology();
   const int w = topo.world, me = topo.rank;
@@ -352,9 +354,9 @@ int run_bench_comm(const CommBenchOptions& opt) {
     // 128 MiB of traffic per trial, at least 4 and at most 200 ops: long enough that the one
     // wake-up of the waiting thread per trial (a scheduler time slice on an oversubscribed node)
     // is amortised, short enough that the best of many trials misses other processes' bursts.
-    const int iters = opt.iters > 0 ? opt.iters
-                                    : static_cast<int>(std::clamp<int64_t>(
-                                          (int64_t{128} << 20) / bytes, 4, 200));
+    const int iters =
+        opt.iters > 0 ? opt.iters
+                      : static_cast<int>(std::clamp<int64_t>((int64_t{128} << 20) / bytes, 4, 200));
     for (const std::string& op : opt.ops) {
       Buffers b = make_buffers(op, count, w, me, opt.dtype);
       Row row{op, count * static_cast<int64_t>(es), count, iters};

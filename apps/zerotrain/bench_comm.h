@@ -3,11 +3,11 @@
 // the raw MPI call on the same buffers. Run it under mpirun; see bench_comm.cpp for the method.
 #pragma once
 
+#include "core/dtype.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "core/dtype.h"
 
 namespace zt::app {
 
@@ -16,12 +16,12 @@ struct CommBenchOptions {
   DType dtype = DType::f32;
   int trials = 11, warmup = 2;
   int iters = 0;  // ops per trial; 0: by size (128 MiB of traffic, 4..200 ops)
-  std::vector<std::string> ops = {"all_reduce",   "reduce_scatter", "reduce_scatter_v",
-                                  "all_gather",   "all_gather_v",   "broadcast",
+  std::vector<std::string> ops = {"all_reduce", "reduce_scatter", "reduce_scatter_v",
+                                  "all_gather", "all_gather_v",   "broadcast",
                                   "all_to_all"};
-  bool raw = true;         // also time the raw MPI call on the same buffers
-  std::string json = "";   // JSON lines: "" none, "-" stdout, else a file (rank 0)
-  bool table = true;       // the human table on stdout (rank 0)
+  bool raw = true;        // also time the raw MPI call on the same buffers
+  std::string json = "";  // JSON lines: "" none, "-" stdout, else a file (rank 0)
+  bool table = true;      // the human table on stdout (rank 0)
 };
 
 // Every op the benchmark knows, in the default order.

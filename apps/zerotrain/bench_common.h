@@ -4,16 +4,16 @@
 //
 // Every benchmark prints JSON lines (one object per measurement, a "bench" key naming it) for
 // scripts and a short table for people. JSON lines go to a file (--json FILE), to stdout
-// (--json -), or nowhere (empty path); the table goes to stdout unless turned off. Under mpirun only
-// rank 0 writes either.
+// (--json -), or nowhere (empty path); the table goes to stdout unless turned off. Under mpirun
+// only rank 0 writes either.
 #pragma once
+
+#include "core/error.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
-
-#include "core/error.h"
 
 namespace zt::app::bench {
 

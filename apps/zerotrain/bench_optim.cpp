@@ -21,6 +21,10 @@
 // optimizer's own std::vectors. Pages are first touched by the threads that use them.
 #include "apps/zerotrain/bench_optim.h"
 
+#include "apps/zerotrain/bench_common.h"
+#include "core/error.h"
+#include "optim/optimizer.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -33,13 +37,8 @@
 #include <string>
 #include <vector>
 
-#include "apps/zerotrain/bench_common.h"
-#include "core/error.h"
-#include "optim/optimizer.h"
-
 namespace zt::app {
 namespace {
-
 
 using Clock = std::chrono::steady_clock;
 using bench::median;
@@ -149,8 +148,10 @@ std::vector<int64_t> parse_sizes(const std::string& s, const std::string& flag) 
     if (end == std::string::npos) end = s.size();
     std::string tok = s.substr(pos, end - pos);
     int64_t mult = 1;
-    if (!tok.empty() && (tok.back() == 'M' || tok.back() == 'm')) mult = 1 << 20, tok.pop_back();
-    else if (!tok.empty() && (tok.back() == 'K' || tok.back() == 'k')) mult = 1 << 10, tok.pop_back();
+    if (!tok.empty() && (tok.back() == 'M' || tok.back() == 'm'))
+      mult = 1 << 20, tok.pop_back();
+    else if (!tok.empty() && (tok.back() == 'K' || tok.back() == 'k'))
+      mult = 1 << 10, tok.pop_back();
     char* e = nullptr;
     long long v = std::strtoll(tok.c_str(), &e, 10);
     bench::check_arg(!tok.empty() && *e == '\0' && v > 0, flag,
@@ -190,8 +191,8 @@ int run_bench_optim(const OptimBenchOptions& opt) {
     o->step(p.get(), g.get(), n, segs, 1e-3f);
     o->step(p.get(), g.get(), n, segs, 1e-3f);
     double warm = seconds_since(t0) / 2;
-    int k = std::clamp(static_cast<int>(2.0 / std::max(warm, 1e-9)), std::min(3, opt.iters),
-                       opt.iters);
+    int k =
+        std::clamp(static_cast<int>(2.0 / std::max(warm, 1e-9)), std::min(3, opt.iters), opt.iters);
     std::vector<double> ts;
     for (int i = 0; i < k; ++i) {
       auto t1 = Clock::now();
@@ -217,11 +218,12 @@ int run_bench_optim(const OptimBenchOptions& opt) {
                 median(bw_after.memcpy_bw) / 1e9, rmw / 1e9);
   json.write(buf);
   if (opt.table)
-    std::printf("# zerotrain bench optim: AdamW over one flat fp32 span, %d thread(s); copy floor "
-                "%.2f GB/s (memcpy, read + write), in-place read-modify-write stream %.2f GB/s\n"
-                "# an Adam step moves 28 bytes per parameter (reads p, g, m, v; writes p, m, v)\n"
-                "%12s %10s %12s %8s %8s %8s\n",
-                threads, bw / 1e9, rmw / 1e9, "params", "ms", "params/s", "GB/s", "/copy", "/rmw");
+    std::printf(
+        "# zerotrain bench optim: AdamW over one flat fp32 span, %d thread(s); copy floor "
+        "%.2f GB/s (memcpy, read + write), in-place read-modify-write stream %.2f GB/s\n"
+        "# an Adam step moves 28 bytes per parameter (reads p, g, m, v; writes p, m, v)\n"
+        "%12s %10s %12s %8s %8s %8s\n",
+        threads, bw / 1e9, rmw / 1e9, "params", "ms", "params/s", "GB/s", "/copy", "/rmw");
   for (const Row& r : rows) {
     double params_s = static_cast<double>(r.n) / r.sec, bytes_s = 28.0 * params_s;
     std::snprintf(buf, sizeof buf,
@@ -241,7 +243,8 @@ int run_bench_optim(const OptimBenchOptions& opt) {
                 "\"steps\": 3, \"fnv1a\": \"%016llx\"}",
                 threads, sum);
   json.write(buf);
-  if (opt.table) std::printf("# checksum of p, m, v after 3 steps on 1000003 params: %016llx\n", sum);
+  if (opt.table)
+    std::printf("# checksum of p, m, v after 3 steps on 1000003 params: %016llx\n", sum);
   std::fflush(stdout);
   return 0;
 }

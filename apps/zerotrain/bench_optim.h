@@ -13,11 +13,11 @@ struct OptimBenchOptions {
   int threads = 0;  // OpenMP threads; 0: OpenMP's default
   std::vector<int64_t> sizes = {int64_t{1} << 20, int64_t{16} << 20, int64_t{64} << 20,
                                 int64_t{256} << 20};
-  int iters = 20;       // at most this many timed steps per size (about 2 s of steps)
-  int copy_mib = 512;   // MiB per buffer of the copy-bandwidth reference
-  int copy_reps = 10;   // repetitions of the reference, before and after the Adam runs
-  std::string json;     // JSON lines: "" none, "-" stdout, else a file
-  bool table = true;    // the human table on stdout
+  int iters = 20;      // at most this many timed steps per size (about 2 s of steps)
+  int copy_mib = 512;  // MiB per buffer of the copy-bandwidth reference
+  int copy_reps = 10;  // repetitions of the reference, before and after the Adam runs
+  std::string json;    // JSON lines: "" none, "-" stdout, else a file
+  bool table = true;   // the human table on stdout
 };
 
 // "1M,16M,256K,1000" -> element counts; ConfigError naming `flag` on a bad entry.

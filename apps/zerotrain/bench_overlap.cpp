@@ -44,19 +44,6 @@
 // communicating earlier and overlap more, at a latency cost per bucket), --threads.
 #include "apps/zerotrain/bench_overlap.h"
 
-#include <mpi.h>
-
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <map>
-#include <memory>
-#include <nlohmann/json.hpp>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include "apps/zerotrain/bench_common.h"
 #include "comm/bootstrap.h"
 #include "comm/communicator.h"
@@ -66,6 +53,19 @@
 #include "io/trace.h"
 #include "optim/lr_scheduler.h"
 #include "zero/engine.h"
+
+#include <mpi.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
 
 namespace zt::app {
 namespace {
@@ -121,7 +121,8 @@ void make_batch(int64_t k, int rank, const OverlapBenchOptions& o, Tensor& ids, 
 
 // Total length of the parts of `comm` spans that lie inside `compute` spans (these are disjoint:
 // the main thread runs one at a time).
-double concurrent_us(const std::vector<io::TraceSpan>& comm, const std::vector<io::TraceSpan>& compute) {
+double concurrent_us(const std::vector<io::TraceSpan>& comm,
+                     const std::vector<io::TraceSpan>& compute) {
   double sum = 0;
   for (const io::TraceSpan& c : comm)
     for (const io::TraceSpan& b : compute) {
@@ -188,7 +189,8 @@ StageResult bench_stage(int stage, const OverlapBenchOptions& o, int rank) {
     r->model = std::make_unique<nn::GPT>(cfg);
     r->model->init_weights(1234);
     r->comm = comm::make_mpi_communicator();
-    r->engine = std::make_unique<zero::Engine>(*r->model, settings(stage, r == &on, o), r->comm.get());
+    r->engine =
+        std::make_unique<zero::Engine>(*r->model, settings(stage, r == &on, o), r->comm.get());
     r->engine->set_trace(&r->trace);
   }
   int64_t k = 0;
@@ -217,8 +219,8 @@ StageResult bench_stage(int stage, const OverlapBenchOptions& o, int rank) {
   StageResult res;
   res.stage = stage;
   // Reductions per backward: the buckets (stages 1, 2), one per unit at stage 3.
-  res.buckets = stage == 3 ? static_cast<size_t>(on.model->num_units())
-                           : on.engine->buckets().buckets.size();
+  res.buckets =
+      stage == 3 ? static_cast<size_t>(on.model->num_units()) : on.engine->buckets().buckets.size();
   res.params = on.engine->num_parameters();
   res.t_off = bench::median(t_off);
   res.t_on = bench::median(t_on);
@@ -248,8 +250,8 @@ int run_bench_overlap(const OverlapBenchOptions& o) {
   const comm::Topology& topo = comm::Bootstrap::instance().topology();
   bench::check_arg(topo.world >= 2, "bench overlap",
                    "needs at least 2 ranks: run it under mpirun -np 2 (or more)");
-  bench::check_arg(o.layers > 0 && o.width > 0 && o.heads > 0 && o.width % o.heads == 0,
-                   "--width", "must be a positive multiple of --heads (and --layers positive)");
+  bench::check_arg(o.layers > 0 && o.width > 0 && o.heads > 0 && o.width % o.heads == 0, "--width",
+                   "must be a positive multiple of --heads (and --layers positive)");
   bench::check_arg(o.seq > 0 && o.vocab > 0 && o.micro_batch > 0, "--seq",
                    "--seq, --vocab and --micro-batch must be positive");
   bench::check_arg(o.bucket > 0, "--bucket", "must be a positive number of elements");
@@ -258,9 +260,9 @@ int run_bench_overlap(const OverlapBenchOptions& o) {
   for (int s : o.stages) bench::check_arg(s >= 1 && s <= 3, "--stages", "takes stages 1, 2 and 3");
   const bool root = topo.rank == 0;
   const int threads =
-      o.threads > 0 ? o.threads
-                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
-                                      topo.local_size);
+      o.threads > 0
+          ? o.threads
+          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / topo.local_size);
   ops::set_num_threads(threads);
   bench::JsonLines json(o.json, root);
 
@@ -270,15 +272,23 @@ int run_bench_overlap(const OverlapBenchOptions& o) {
     results.push_back(bench_stage(stage, o, topo.rank));
     const StageResult& r = results.back();
     params = r.params;
-    nlohmann::json j = {{"bench", "overlap"},     {"stage", stage},
-                        {"ranks", topo.world},    {"threads", threads},
+    nlohmann::json j = {{"bench", "overlap"},
+                        {"stage", stage},
+                        {"ranks", topo.world},
+                        {"threads", threads},
                         {"cores", std::thread::hardware_concurrency()},
-                        {"layers", o.layers},     {"width", o.width},
-                        {"seq", o.seq},           {"micro_batch", o.micro_batch},
-                        {"params", params},       {"bucket", o.bucket},
-                        {"buckets", r.buckets},   {"steps", o.steps},
-                        {"t_off_ms", r.t_off},    {"t_on_ms", r.t_on},
-                        {"t_comm_ms", r.t_comm},  {"t_comm_on_ms", r.t_comm_on},
+                        {"layers", o.layers},
+                        {"width", o.width},
+                        {"seq", o.seq},
+                        {"micro_batch", o.micro_batch},
+                        {"params", params},
+                        {"bucket", o.bucket},
+                        {"buckets", r.buckets},
+                        {"steps", o.steps},
+                        {"t_off_ms", r.t_off},
+                        {"t_on_ms", r.t_on},
+                        {"t_comm_ms", r.t_comm},
+                        {"t_comm_on_ms", r.t_comm_on},
                         {"t_compute_ms", r.compute()},
                         {"comm_compute_ratio", r.ratio()},
                         {"hidden_fraction", r.hidden()},
@@ -289,15 +299,15 @@ int run_bench_overlap(const OverlapBenchOptions& o) {
   }
 
   if (root && o.table) {
-    std::printf("# zerotrain bench overlap: %d ranks x %d OpenMP thread(s) on %u cores; GPT %d x %d, "
-                "seq %d, micro-batch %lld (%lld params, f32); reduce_bucket_size %lld; medians of "
-                "%d interleaved steps, ms\n",
-                topo.world, threads, std::thread::hardware_concurrency(), o.layers, o.width,
-                o.seq, static_cast<long long>(o.micro_batch), static_cast<long long>(params),
-                static_cast<long long>(o.bucket), o.steps);
-    std::printf("%5s %7s %9s %9s %9s %9s %7s %12s %9s %11s\n", "stage", "buckets", "t_off",
-                "t_on", "t_comm", "t_compute", "hidden", "comm/compute", "t_comm_on",
-                "concurrent");
+    std::printf(
+        "# zerotrain bench overlap: %d ranks x %d OpenMP thread(s) on %u cores; GPT %d x %d, "
+        "seq %d, micro-batch %lld (%lld params, f32); reduce_bucket_size %lld; medians of "
+        "%d interleaved steps, ms\n",
+        topo.world, threads, std::thread::hardware_concurrency(), o.layers, o.width, o.seq,
+        static_cast<long long>(o.micro_batch), static_cast<long long>(params),
+        static_cast<long long>(o.bucket), o.steps);
+    std::printf("%5s %7s %9s %9s %9s %9s %7s %12s %9s %11s\n", "stage", "buckets", "t_off", "t_on",
+                "t_comm", "t_compute", "hidden", "comm/compute", "t_comm_on", "concurrent");
     for (const StageResult& r : results)
       std::printf("%5d %7zu %9.2f %9.2f %9.2f %9.2f %7.2f %12.2f %9.2f %11.2f\n", r.stage,
                   r.buckets, r.t_off, r.t_on, r.t_comm, r.compute(), r.hidden(), r.ratio(),
