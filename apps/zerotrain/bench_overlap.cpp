@@ -322,8 +322,9 @@ int run_bench_overlap(const OverlapBenchOptions& o) {
       std::printf(
           "# Every core runs a compute thread, so each rank's comm thread (which does the\n"
           "# shared-memory copies of MPI) takes its CPU time from compute: overlapped spans are\n"
-          "# time-sliced, and little can be hidden. Leave a core per rank free (--threads) or use\n"
-          "# a transport that needs no CPU (NCCL, RDMA) to see overlap pay.\n");
+          "# time-sliced, and little can be hidden (a comm thread waiting for its peer inside a\n"
+          "# collective busy-polls: OMPI_MCA_mpi_yield_when_idle=1 softens that). Leave a core\n"
+          "# per rank free (--threads) or use a transport that needs no CPU (NCCL, RDMA).\n");
     std::fflush(stdout);
   }
   return 0;
