@@ -10,7 +10,8 @@ summary's model-state bytes of stage 3 are those of stage 0 divided by the ranks
 with NVMe offload saved after 6 steps and resumed in a fresh job continues bitwise (12 straight =
 6 + 6). A checkpoint saved by 4 ranks at stage 3 resumes on 2 ranks at stage 1 and on 1 rank at
 stage 0, and `ckpt consolidate` of the stage-3 tag gives the weights to float tolerance of a
-1-rank stage-0 run. Bad input: offload_param below stage 3, offload_optimizer at stage 0 and an
+1-rank stage-0 run. At 4 ranks in bf16 the stage-3 model states are at most 1/3.5 of stage 0's and
+match `zerotrain estimate`'s stage-3 line (with fp32 gradients counted as such). Bad input: offload_param below stage 3, offload_optimizer at stage 0 and an
 unwritable nvme_path exit 2 or 1 with one message naming the key or the path.
 
 Usage: test_stage3_cli.py ZEROTRAIN SRC_DIR MPIEXEC
@@ -140,6 +141,30 @@ with tempfile.TemporaryDirectory() as tmp:
     r = mpi(1, "train", *SMALL, "--steps", "12", "--set", "zero_optimization.stage=0", "--resume", ck4)
     check(r.returncode == 0 and "saved by 2 ranks at stage 1" in r.stdout,
           f"1 rank stage 0 resumes from 2 ranks stage 1 ({r.stderr[-300:]})")
+
+    # Memory at 4 ranks, bf16 (the issue's target: stage-3 model states at most 1/3.5 of stage 0's),
+    # and the measured bytes against `zerotrain estimate` (its stage-3 line counts 16-bit gradients,
+    # 2 psi / N; zerotrain's stage 3 accumulates them in fp32, 4 psi / N).
+    mem = {}
+    for st in (0, 3):
+        r = mpi(4, "train", *SMALL, "--steps", "2", "--set", "bf16.enabled=true",
+                "--set", f"zero_optimization.stage={st}", *(LEAN if st == 3 else []),
+                "--json-log", log(f"mem{st}"))
+        check(r.returncode == 0, f"4 ranks bf16 stage {st} ({r.stderr[-200:]})")
+        mem[st] = summary(log(f"mem{st}"))
+    if len(mem) == 2:
+        b0, b3 = mem[0]["model_state_bytes"], mem[3]["model_state_bytes"]
+        psi = mem[3]["params"]
+        ratio = tot(b0) / tot(b3)
+        check(ratio >= 3.5, f"4 ranks bf16: stage 0 / stage 3 model-state bytes = {ratio:.3f} "
+                            f"({tot(b0)} vs {tot(b3)} bytes; stage-3 gathered-unit pool peak {b3['workspace']} bytes)")
+        est = subprocess.run([ZT, "estimate", "--params", str(psi), "--ranks", "4"], capture_output=True,
+                             encoding="utf-8", env=ENV).stdout
+        line = [l for l in est.splitlines() if l.strip().startswith("3 ") and "psi/N" in l]
+        mib = float(line[0].split()[-2]) if line else float("nan")
+        measured = (b3["params"] + b3["grads"] / 2 + b3["optimizer"]) / 2**20
+        check(abs(measured - mib) <= 0.01 * mib + 0.006,
+              f"estimate's stage 3 ({mib} MiB) = measured params + optimizer + 16-bit-equivalent grads ({measured:.4f} MiB)")
 
     # Bad input: one message naming the key or the path.
     r = mpi(1, "train", *SMALL, "--steps", "1", "--set", "zero_optimization.stage=2",
