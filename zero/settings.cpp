@@ -118,6 +118,11 @@ std::vector<std::string> config_notices(const io::Config& c) {
           "zero_optimization.allgather_bucket_size / allgather_partitions: no effect at stage 3, "
           "which gathers each unit's parameters before use (stage3_prefetch_bucket_size sets how "
           "much is gathered ahead)");
+    if (c.zero.stage3_gather_16bit_weights_on_model_save)
+      out.push_back(
+          "zero_optimization.stage3_gather_16bit_weights_on_model_save: the checkpoint shards hold "
+          "every weight at any stage; `zerotrain ckpt consolidate DIR --dtype bf16|f16 --out "
+          "model.safetensors` gathers them into one 16-bit file (DeepSpeed's save_16bit_model)");
     if (c.zero.reduce_bucket_size != d.reduce_bucket_size)
       out.push_back(
           "zero_optimization.reduce_bucket_size: no effect at stage 3: each unit's gradient is "
