@@ -10,8 +10,9 @@ double busbw_factor(const std::string& op, int world) {
   const double n = world;
   if (op == "all_reduce") return n > 1 ? 2.0 * (n - 1) / n : 0.0;
   // reduce_scatter_v / all_gather_v (uneven parts): the same factor, exact when parts are even.
+  // all_to_all: each rank keeps 1/n of its buffer and sends the rest (nccl-tests' alltoall).
   if (op == "all_gather" || op == "reduce_scatter" || op == "reduce_scatter_v" ||
-      op == "all_gather_v")
+      op == "all_gather_v" || op == "all_to_all")
     return n > 1 ? (n - 1) / n : 0.0;
   if (op == "broadcast") return 1.0;
   return 0.0;

@@ -72,6 +72,14 @@ class CompressedAllReduce {
   int64_t chunk() const { return chunk_; }  // the server part of each rank, a multiple of 32
   const std::vector<float>& worker_error() const { return worker_error_; }  // padded() floats
   const std::vector<float>& server_error() const { return server_error_; }  // chunk() floats
+  // For checkpoints (the optimizers' rank_state, optim/optimizer.h): the buffers themselves. A
+  // caller that refills them must keep their sizes (errors_sized() checks it).
+  std::vector<float>* mutable_worker_error() { return &worker_error_; }
+  std::vector<float>* mutable_server_error() { return &server_error_; }
+  bool errors_sized() const {
+    return static_cast<int64_t>(worker_error_.size()) == padded() &&
+           static_cast<int64_t>(server_error_.size()) == chunk_;
+  }
   // Bytes one rank sends to other ranks per run(): 2 (world - 1) blocks of 4 (1 + chunk / 32).
   int64_t bytes_sent_per_call() const;
 

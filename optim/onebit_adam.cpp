@@ -29,8 +29,9 @@
 // computes them from this rank's local gradient (DeepSpeed's FP16_Optimizer/clip_grad_norm_ only
 // reduce over model-parallel ranks); the overflow check is still agreed by all ranks.
 // With one rank there is nothing to compress: the compression stage is Adam with frozen v.
-// Checkpoints hold m and v; the error buffers are reset on load, as DeepSpeed does (they differ
-// per rank and per world size): resuming after freeze_step is therefore not bitwise.
+// Checkpoints hold m and v (the same on every rank), and per rank (rank_state) the two error
+// buffers of the compressed all-reduce: a resume at the same world size continues bit for bit;
+// at another world size the error buffers restart at zero, as DeepSpeed always does on load.
 #include <algorithm>
 
 #include "core/error.h"
@@ -93,10 +94,13 @@ class OneBitAdam final : public Optimizer {
     return adam_->state();
   }
   int64_t step_count() const override { return adam_->step_count(); }
-  void set_step_count(int64_t s) override {
-    adam_->set_step_count(s);
-    compressor_.reset_errors();  // a checkpoint load (see the file comment)
+  void set_step_count(int64_t s) override { adam_->set_step_count(s); }
+  std::vector<std::pair<std::string, std::vector<float>*>> rank_state(const float*) override {
+    std::vector<std::pair<std::string, std::vector<float>*>> out;
+    compressor_.add_rank_state(out);
+    return out;
   }
+  void rank_state_loaded(bool restored, float*) override { compressor_.loaded(restored); }
   bool set_betas(float beta1, float beta2) override {
     p_.beta1 = beta1;
     p_.beta2 = beta2;

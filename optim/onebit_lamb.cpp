@@ -26,10 +26,13 @@
 // in the warm-up, a no-op there).
 //
 // Differences from DeepSpeed: no dropped first step; a tensor whose momentum is all zero at the
-// freeze gets scaling_coeff 1 (DeepSpeed divides by zero); the per-tensor scalars
-// (lamb_coeff_freeze, last_factor, scaling_coeff) are not in checkpoints yet (state() holds
-// n-element buffers only), so resuming after freeze_step is refused with an error that says so
-// (set_step_count); before freeze_step resume works (the EMA restarts: a small change).
+// freeze gets scaling_coeff 1 (DeepSpeed divides by zero).
+// Checkpoints: m, v and v_fresh (the same on every rank) in state(); per rank (rank_state) the
+// per-tensor scalars (lamb_coeff_freeze, last_factor, scaling_coeff) and the error buffers. A
+// resume at the same world size continues bit for bit, warm-up or compression stage. At another
+// world size the error buffers restart at zero (as in DeepSpeed) and so do the scalars: fine
+// before freeze_step (the trust-ratio EMA restarts, a small change), refused after it (the frozen
+// trust ratios cannot be rebuilt) with an error that says so.
 #include <algorithm>
 #include <cmath>
 
@@ -95,12 +98,28 @@ class OneBitLamb final : public Optimizer {
     return {{"exp_avg", &m_}, {"exp_avg_sq", &v_}, {"exp_avg_sq_fresh", &v_fresh_}};
   }
   int64_t step_count() const override { return t_; }
-  void set_step_count(int64_t s) override {
-    ZT_CHECK(s <= p_.freeze_step, "OneBitLamb: cannot resume at step ", s, " after freeze_step ",
-             p_.freeze_step, ": the per-tensor trust-ratio state of the compression stage is not ",
-             "in checkpoints yet; resume from a checkpoint saved before freeze_step");
-    t_ = s;
-    compressor_.reset_errors();
+  void set_step_count(int64_t s) override { t_ = s; }
+  std::vector<std::pair<std::string, std::vector<float>*>> rank_state(const float*) override {
+    std::vector<std::pair<std::string, std::vector<float>*>> out;
+    compressor_.add_rank_state(out);
+    out.emplace_back("lamb_coeff_freeze", &coeff_freeze_);
+    out.emplace_back("last_factor", &last_factor_);
+    out.emplace_back("scaling_coeff", &scaling_);
+    return out;
+  }
+  void rank_state_loaded(bool restored, float*) override {
+    compressor_.loaded(restored);
+    const bool sized = coeff_freeze_.size() == last_factor_.size() &&
+                       (scaling_.empty() || scaling_.size() == coeff_freeze_.size());
+    if (restored && sized) return;
+    ZT_CHECK(t_ <= p_.freeze_step, "OneBitLamb: cannot resume at step ", t_, " after freeze_step ",
+             p_.freeze_step, ": the checkpoint's per-rank state (per-tensor frozen trust ratios, ",
+             "error buffers) is only restored at the world size it was saved at (or it predates ",
+             "it); load it with that many ranks, or resume from a checkpoint saved before ",
+             "freeze_step");
+    coeff_freeze_.clear();  // the warm-up's trust-ratio EMA restarts (step() sizes them)
+    last_factor_.clear();
+    scaling_.clear();
   }
   bool set_betas(float beta1, float beta2) override {
     p_.beta1 = beta1;

@@ -88,6 +88,24 @@ class Optimizer {
   //                             skipped step (fp16 overflow) the answer is unchanged. Default false.
   virtual void set_communicator(comm::Communicator* /*comm*/) {}
   virtual bool reduces_own_gradients() const { return false; }
+
+  // [1-bit checkpoints] Optional: state that is not "n floats, the same on every rank", saved
+  // per rank by zero/checkpoint.cpp (zero/onebit.h: save_rank_state / load_rank_state). state()
+  // buffers are written range by range (rank r writes range r), which loses values that differ
+  // between ranks (error-feedback buffers, ZeroOneAdam's local drift) and cannot hold per-tensor
+  // scalars or counters. rank_state(params) names float vectors of any size (0 included), each
+  // stored whole in this rank's shard; `params` is the span step() updates (an optimizer may copy
+  // it when the ranks' weights differ). A load at the SAME world size reads every name back
+  // (vectors resized to the stored size) and calls rank_state_loaded(true, params), where the
+  // optimizer may write the span; otherwise (another world size, or a checkpoint without them)
+  // rank_state_loaded(false, params): the optimizer resets what it must (DeepSpeed resets the
+  // error buffers on load) or throws a CheckpointError-worthy message when it cannot go on.
+  // Called after state() buffers and set_step_count(). Defaults: nothing to save; ignored.
+  virtual std::vector<std::pair<std::string, std::vector<float>*>> rank_state(
+      const float* /*params*/) {
+    return {};
+  }
+  virtual void rank_state_loaded(bool /*restored*/, float* /*params*/) {}
 };
 
 struct AdamParams {

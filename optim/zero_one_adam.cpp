@@ -32,9 +32,13 @@
 // Differences from DeepSpeed, deliberate: no dropped first step (DeepSpeed's first step() only
 // allocates buffers); v freezes after step var_freeze_step, the paper's max T_v (DeepSpeed's
 // check, one step later on its counter that includes the dropped step, lands on the same step);
-// the counters (var_interval, local_step_interval, ...) are recomputed from the step count on a
-// checkpoint load (DeepSpeed resets them to 1), while u, lrs and the error buffers restart at 0
-// as in DeepSpeed; exp_avg_mask is not implemented. Clipping and the norm: see onebit_adam.cpp.
+// exp_avg_mask is not implemented. Clipping and the norm: see onebit_adam.cpp.
+// Checkpoints (DeepSpeed resets the counters to 1 and u, lrs and the error buffers to 0): the
+// counters are recomputed from the step count; per rank (rank_state) go the error buffers and,
+// when saved between two syncs (the ranks' weights, m and u have drifted apart), this rank's
+// weights, m, u and lrs. A resume at the same world size continues bit for bit; at another world
+// size those restart as in DeepSpeed (u, lrs and errors 0; weights and m as the shards hold them:
+// the same on every rank, each range from the rank that saved it).
 #include <algorithm>
 
 #include "core/error.h"
@@ -130,9 +134,45 @@ class ZeroOneAdam final : public Optimizer {
       advance_counters(i);
     }
     t_ = s;
-    std::fill(u_.begin(), u_.end(), 0.f);
-    lrs_ = 0.0;
-    compressor_.reset_errors();
+  }
+  std::vector<std::pair<std::string, std::vector<float>*>> rank_state(const float* params) override {
+    std::vector<std::pair<std::string, std::vector<float>*>> out;
+    compressor_.add_rank_state(out);
+    // Between syncs (lrs > 0) each rank has its own weights, m and u: keep them whole.
+    if (lrs_ != 0.0 && params != nullptr) {
+      ckpt_p_.assign(params, params + n_);
+      ckpt_m_ = m_;
+      ckpt_u_ = u_;
+    } else {
+      ckpt_p_.clear();
+      ckpt_m_.clear();
+      ckpt_u_.clear();
+    }
+    ckpt_scalars_.clear();
+    detail::put_double(ckpt_scalars_, 0, lrs_);
+    out.emplace_back("local_params", &ckpt_p_);
+    out.emplace_back("local_exp_avg", &ckpt_m_);
+    out.emplace_back("local_update", &ckpt_u_);
+    out.emplace_back("local_lr_sum", &ckpt_scalars_);
+    return out;
+  }
+  void rank_state_loaded(bool restored, float* params) override {
+    compressor_.loaded(restored);
+    const size_t n = static_cast<size_t>(n_);
+    const bool drifted = restored && ckpt_p_.size() == n && ckpt_m_.size() == n &&
+                         ckpt_u_.size() == n && params != nullptr;
+    if (drifted) {
+      std::copy(ckpt_p_.begin(), ckpt_p_.end(), params);
+      m_ = ckpt_m_;
+      u_ = ckpt_u_;
+      lrs_ = detail::get_double(ckpt_scalars_, 0);
+    } else {
+      std::fill(u_.begin(), u_.end(), 0.f);
+      lrs_ = 0.0;
+    }
+    ckpt_p_ = {};
+    ckpt_m_ = {};
+    ckpt_u_ = {};
   }
   bool set_betas(float beta1, float beta2) override {
     p_.beta1 = beta1;
@@ -181,6 +221,7 @@ class ZeroOneAdam final : public Optimizer {
   int64_t local_interval_ = 1, local_counter_ = 0;
   double lrs_ = 0.0;  // sum of the learning rates since the last sync
   std::vector<float> m_, v_, u_, gbuf_;
+  std::vector<float> ckpt_p_, ckpt_m_, ckpt_u_, ckpt_scalars_;  // rank_state's copies
   comm::Communicator* comm_ = nullptr;
   detail::Compressor compressor_;
 };

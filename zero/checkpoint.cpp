@@ -44,6 +44,7 @@
 #include "io/checkpoint_writer.h"
 #include "precision/convert.h"
 #include "zero/engine.h"
+#include "zero/onebit.h"  // [1-bit] add_rank_state / load_rank_state
 
 namespace zt::zero {
 
@@ -206,6 +207,9 @@ SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& ta
   if (mixed() && !offload_) w.add("master", master_.flat_view(lo - opt_lo, {n}));
   for (auto& [name, buf] : optimizer_->state())
     w.add(name, DType::f32, {n}, buf->data() + (lo - opt_lo));
+  // [1-bit] per-rank optimizer state, whole (zero/onebit.h; empty for other optimizers).
+  if (s_.zero_stage == 0 && !offload_)
+    add_rank_state(*optimizer_, mixed() ? master_.data<float>() : params_.data<float>(), w);
   // offload_optimizer: the state is in host memory or the swap file; copy this rank's range out
   // (the fp32 master too, with mixed precision: fp32 training's params are the master already).
   std::vector<Tensor> offloaded;
@@ -410,6 +414,17 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
   if (opts.load_optimizer_states && !opts.load_module_only) {
     for (auto& [name, buf] : optimizer_->state()) read_impl(name, a, b, nullptr, buf->data());
     optimizer_->set_step_count(engine.at("optimizer_step").get<int64_t>());
+    // [1-bit] per-rank optimizer state (zero/onebit.h), same world size only; the optimizer may
+    // rewrite its span (ZeroOneAdam's own weights between syncs): refresh the 16-bit copy.
+    if (s_.zero_stage == 0 && !offload_) {
+      float* span = mixed() ? master_.data<float>() : params_.data<float>();
+      if (load_rank_state(*optimizer_, span, dir, res.tag, part_.rank, m.world_size, part_.world) &&
+          mixed()) {
+        Tensor dst = params16_.flat_view(0, {master_.numel()});
+        precision::copy_master_to_model(master_, dst);
+        precision::widen_to_f32(params16_, params_);
+      }
+    }
     const json& ls = engine.at("loss_scaler");
     if (ls.at("dynamic").get<bool>() == scaler_.dynamic() && s_.model_dtype == DType::f16) {
       precision::LossScalerState st;

@@ -2,6 +2,7 @@
 #include "zero/onebit.h"
 
 #include "core/error.h"
+#include "io/checkpoint_store.h"
 
 namespace zt::zero {
 namespace {
@@ -70,6 +71,45 @@ void onebit_settings(const io::Config& c, EngineSettings& s) {
   p.factor_max = static_cast<float>(o.factor_max);
   p.factor_min = static_cast<float>(o.factor_min);
   p.factor_threshold = static_cast<float>(o.factor_threshold);
+}
+
+void add_rank_state(optim::Optimizer& opt, const float* span, io::SafetensorsWriter& w) {
+  for (auto& [name, buf] : opt.rank_state(span))
+    w.add(kRankStatePrefix + name, DType::f32, {static_cast<int64_t>(buf->size())},
+          buf->empty() ? nullptr : buf->data());
+}
+
+bool load_rank_state(optim::Optimizer& opt, float* span, const std::string& dir,
+                     const std::string& tag, int rank, int saved_world, int world) {
+  auto bufs = opt.rank_state(span);
+  bool restored = false;
+  if (!bufs.empty() && saved_world == world) {
+    io::SafetensorsReader rd = io::open_shard(dir, tag, rank);
+    restored = true;
+    for (auto& [name, buf] : bufs) {
+      const io::SafetensorsTensorInfo* info = rd.find(kRankStatePrefix + name);
+      if (!info || info->dtype != DType::f32 || info->nbytes() % 4 != 0) {
+        restored = false;  // a checkpoint from before rank_state, or another optimizer's
+        break;
+      }
+    }
+    if (restored)
+      for (auto& [name, buf] : bufs) {
+        const io::SafetensorsTensorInfo* info = rd.find(kRankStatePrefix + name);
+        buf->resize(static_cast<size_t>(info->nbytes() / 4));
+        if (!buf->empty()) rd.read_range(kRankStatePrefix + name, 0, buf->data(), info->nbytes());
+      }
+  }
+  try {
+    opt.rank_state_loaded(restored, span);
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const Error& e) {
+    throw CheckpointError(detail::str_cat("load_checkpoint: ", dir, "/", tag, " (saved by ",
+                                          saved_world, " ranks, loading on ", world,
+                                          "): ", e.what()));
+  }
+  return restored;
 }
 
 }  // namespace zt::zero

@@ -5,7 +5,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/compressed.h"
@@ -49,6 +53,17 @@ inline double bias_correction(bool on, float beta, int64_t t) {
   return on ? 1.0 - std::pow(static_cast<double>(beta), static_cast<double>(t)) : 1.0;
 }
 
+// Checkpoint helpers: a double kept exactly in two floats' bits (rank_state holds floats only).
+inline void put_double(std::vector<float>& v, size_t at, double x) {
+  if (v.size() < at + 2) v.resize(at + 2);
+  std::memcpy(v.data() + at, &x, sizeof x);
+}
+inline double get_double(const std::vector<float>& v, size_t at) {
+  double x = 0.0;
+  if (v.size() >= at + 2) std::memcpy(&x, v.data() + at, sizeof x);
+  return x;
+}
+
 // The compressed all-reduce of one optimizer (its error buffers persist across steps). Inactive
 // without a communicator or with one rank: DeepSpeed skips the compression then too.
 class Compressor {
@@ -66,6 +81,22 @@ class Compressor {
     if (car_) car_->reset_errors();
   }
   comm::CompressedAllReduce* get() { return car_.get(); }
+
+  // Checkpoints: the error buffers as rank state (none with one rank), and after a load either
+  // keep what was read (restored, sizes intact) or restart from zero.
+  using NamedBuffers = std::vector<std::pair<std::string, std::vector<float>*>>;
+  void add_rank_state(NamedBuffers& out) {
+    if (!car_) return;
+    out.emplace_back("worker_error", car_->mutable_worker_error());
+    out.emplace_back("server_error", car_->mutable_server_error());
+  }
+  void loaded(bool restored) {
+    if (!car_) return;
+    if (!restored || !car_->errors_sized()) {
+      car_->mutable_worker_error()->assign(static_cast<size_t>(car_->padded()), 0.f);
+      car_->mutable_server_error()->assign(static_cast<size_t>(car_->chunk()), 0.f);
+    }
+  }
 
  private:
   comm::Communicator* comm_ = nullptr;

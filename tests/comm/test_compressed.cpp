@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "comm/comm_log.h"
 #include "comm/communicator.h"
 #include "core/tensor.h"
 
@@ -28,6 +29,12 @@ std::vector<float> random_vec(int64_t n, uint32_t seed) {
   std::vector<float> v(static_cast<size_t>(n));
   for (float& x : v) x = d(gen);
   return v;
+}
+
+// The comm log's bus factor for the compressed all-reduce's phase 1 (nccl-tests' alltoall).
+TEST(CommLog, AllToAllBusFactor) {
+  EXPECT_DOUBLE_EQ(busbw_factor("all_to_all", 4), 0.75);
+  EXPECT_DOUBLE_EQ(busbw_factor("all_to_all", 1), 0.0);
 }
 
 TEST(PackSigns, BitOrderIsMostSignificantFirst) {
