@@ -7,8 +7,10 @@
 // ckpt_lonely_save.cpp; single-process async cases: test_checkpoint_async.cpp.)
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "comm/communicator.h"
 #include "io/checkpoint_store.h"
@@ -197,3 +199,156 @@ TEST(CheckpointMpi, ManifestRecordsThePartitions) {
   EXPECT_EQ(io::read_latest(dir).value_or(""), "tagA");
 }
 
+
+// ---- damaged tags: the load checksums while it reads (one pass), and never keeps a bad tag ------
+
+namespace {
+
+// Rank 0 flips one byte of a file (offset from the end when negative), then every rank goes on.
+void flip_byte(const std::string& path, int64_t offset) {
+  if (world_comm().rank() == 0) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const int64_t size = f.tellg();
+    const int64_t at = offset < 0 ? size + offset : offset;
+    f.seekg(at);
+    char ch = 0;
+    f.read(&ch, 1);
+    ch = static_cast<char>(ch ^ 0x5a);
+    f.seekp(at);
+    f.write(&ch, 1);
+  }
+  world_comm().barrier();
+}
+
+std::string last_shard(const std::string& dir, const std::string& tag) {
+  return io::tag_dir(dir, tag) + "/" + io::shard_file_name(world_comm().world() - 1);
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+bool all_nan(const Tensor& t) {
+  for (float v : t.to_vector())
+    if (!std::isnan(v)) return false;
+  return true;
+}
+
+}  // namespace
+
+// `latest` has a flipped byte in one shard: the load finds it while reading (the one pass), loads
+// the previous tag over what it read, and says why. Same with the tag given: an error naming the
+// file, and the engine's weights are NaN, never the corrupt tag's.
+TEST(CheckpointMpi, FlippedByteFallsBackOrPoisons) {
+  comm::Communicator& c = world_comm();
+  io::TokenStream data = test::pattern_data();
+  std::string dir = shared_dir("flipped");
+  nn::GPT a(test::small_gpt());
+  a.init_weights(5);
+  zero::Engine ea(a, settings(2), &c);
+  io::WindowSampler sa(data, 2, 16, 4, c.rank(), c.world());
+  run(ea, sa, 2);
+  ea.save_checkpoint(dir);
+  const std::vector<float> at2 = ea.flat_params().to_vector();
+  run(ea, sa, 2);
+  ea.save_checkpoint(dir);
+  const std::string bad = last_shard(dir, "global_step4");
+  flip_byte(bad, -5);  // in Adam's v: read by one rank only at stage 2
+
+  nn::GPT b(test::small_gpt());
+  b.init_weights(6);
+  zero::Engine eb(b, settings(2), &c);
+  zero::LoadResult r = eb.load_checkpoint(dir);
+  EXPECT_EQ(r.tag, "global_step2");
+  EXPECT_EQ(eb.global_step(), 2);
+  EXPECT_TRUE(contains(r.message, "falling back to 'global_step2'")) << r.message;
+  EXPECT_TRUE(contains(r.message, bad) && contains(r.message, "corrupt")) << r.message;
+  EXPECT_EQ(eb.flat_params().to_vector(), at2);
+
+  nn::GPT f(test::small_gpt());
+  f.init_weights(7);
+  zero::Engine ef(f, settings(2), &c);
+  std::string err;
+  try {
+    ef.load_checkpoint(dir, "global_step4");
+  } catch (const CheckpointError& e) {
+    err = e.what();
+  }
+  EXPECT_TRUE(contains(err, bad) && contains(err, "corrupt") && contains(err, "NaN")) << err;
+  EXPECT_TRUE(all_nan(ef.flat_params())) << "a corrupt tag's weights stayed in the engine";
+  EXPECT_EQ(ef.global_step(), 0);
+  // The previous tag loads over the poisoned state completely.
+  ef.load_checkpoint(dir, "global_step2");
+  EXPECT_EQ(ef.flat_params().to_vector(), at2);
+
+  // Both tags damaged: no intact checkpoint, one clear error.
+  flip_byte(last_shard(dir, "global_step2"), 100);
+  err.clear();
+  try {
+    ef.load_checkpoint(dir);
+  } catch (const CheckpointError& e) {
+    err = e.what();
+  }
+  EXPECT_TRUE(contains(err, "no intact checkpoint") && contains(err, "corrupt")) << err;
+}
+
+// A truncated shard is found by its size before any byte lands: the engine is untouched.
+TEST(CheckpointMpi, TruncatedShardLeavesTheEngineUntouched) {
+  comm::Communicator& c = world_comm();
+  std::string dir = shared_dir("truncated");
+  nn::GPT a(test::small_gpt());
+  a.init_weights(5);
+  zero::Engine ea(a, settings(1), &c);
+  ea.save_checkpoint(dir, "t");
+  const std::string shard = last_shard(dir, "t");
+  if (c.rank() == 0) fs::resize_file(shard, fs::file_size(shard) - 8);
+  c.barrier();
+  nn::GPT b(test::small_gpt());
+  b.init_weights(6);
+  zero::Engine eb(b, settings(1), &c);
+  const std::vector<float> before = eb.flat_params().to_vector();
+  std::string err;
+  try {
+    eb.load_checkpoint(dir, "t");
+  } catch (const CheckpointError& e) {
+    err = e.what();
+  }
+  EXPECT_TRUE(contains(err, shard) && contains(err, "truncated")) << err;
+  EXPECT_EQ(eb.flat_params().to_vector(), before);
+  err.clear();
+  try {
+    eb.load_checkpoint(dir);
+  } catch (const CheckpointError& e) {
+    err = e.what();
+  }
+  EXPECT_TRUE(contains(err, "no intact checkpoint") && contains(err, "truncated")) << err;
+  EXPECT_EQ(eb.flat_params().to_vector(), before);
+}
+
+// load_module_only reads only the weights of every shard, so no rank reads a file whole: the
+// elected verifier still reads and checks all of it (a flip in Adam's v, which nobody loads).
+TEST(CheckpointMpi, PartlyReadShardsAreStillVerified) {
+  comm::Communicator& c = world_comm();
+  std::string dir = shared_dir("module_only");
+  nn::GPT a(test::small_gpt());
+  a.init_weights(5);
+  zero::Engine ea(a, settings(2), &c);
+  ea.save_checkpoint(dir, "t");
+  const std::vector<float> saved = ea.flat_params().to_vector();
+  nn::GPT b(test::small_gpt());
+  b.init_weights(6);
+  zero::Engine eb(b, settings(0), &c);
+  zero::LoadOptions o;
+  o.load_module_only = true;
+  eb.load_checkpoint(dir, "t", o);
+  EXPECT_EQ(eb.flat_params().to_vector(), saved);
+  flip_byte(last_shard(dir, "t"), -1);
+  std::string err;
+  try {
+    eb.load_checkpoint(dir, "t", o);
+  } catch (const CheckpointError& e) {
+    err = e.what();
+  }
+  EXPECT_TRUE(contains(err, last_shard(dir, "t")) && contains(err, "corrupt")) << err;
+}
