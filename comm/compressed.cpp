@@ -2,6 +2,10 @@
 // has the scheme, the bit order and the wire format).
 #include "comm/compressed.h"
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -11,10 +15,156 @@
 #include "core/tensor.h"
 
 namespace zt::comm {
+namespace {
+
+// Versions of the kernels, chosen at compile time from the target (as optim/adam.cpp does): 64
+// elements per step, whose 64 sign bits form one little-endian uint64 (byte k = elements
+// 8k..8k+7). AVX-512: compare masks of 16 lanes; AVX2: movemask of 8 lanes; otherwise plain
+// loops. The comparison (x >= 0, false for NaN), the stored values (exactly +-scale, x - +-s,
+// y + +-s) and so the bits are those of the plain scalar code in every version; the tail (< 64
+// elements) takes the scalar path. Only compress's sum of squares is reordered (see there).
+constexpr int64_t kBlock = 64;
+
+// The hardware masks put element j at bit j; the wire wants element 0 of each byte at bit 7:
+// reverse the bits inside each byte.
+inline uint64_t reverse_bits_in_bytes(uint64_t m) {
+  m = ((m >> 1) & 0x5555555555555555ull) | ((m & 0x5555555555555555ull) << 1);
+  m = ((m >> 2) & 0x3333333333333333ull) | ((m & 0x3333333333333333ull) << 2);
+  m = ((m >> 4) & 0x0F0F0F0F0F0F0F0Full) | ((m & 0x0F0F0F0F0F0F0F0Full) << 4);
+  return m;
+}
+
+// Bit j set where x[j] >= 0, j in [0, 64).
+inline uint64_t sign_mask64(const float* x) {
+#if defined(__AVX512F__)
+  const __m512 z = _mm512_setzero_ps();
+  uint64_t m = 0;
+  for (int k = 0; k < 4; ++k)
+    m |= static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(x + 16 * k), z, _CMP_GE_OQ))
+         << (16 * k);
+  return m;
+#elif defined(__AVX2__)
+  const __m256 z = _mm256_setzero_ps();
+  uint64_t m = 0;
+  for (int k = 0; k < 8; ++k)
+    m |= static_cast<uint64_t>(static_cast<uint32_t>(
+             _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + 8 * k), z, _CMP_GE_OQ))))
+         << (8 * k);
+  return m;
+#else
+  uint64_t m = 0;
+  for (int j = 0; j < 64; ++j) m |= static_cast<uint64_t>(x[j] >= 0.f ? 1u : 0u) << j;
+  return m;
+#endif
+}
+
+// out[j] = (bit j of m) ? pos : -pos, or (accumulate) out[j] += that, j in [0, 64).
+template <bool kAccumulate>
+inline void expand_mask64(uint64_t m, float pos, float* out) {
+#if defined(__AVX512F__)
+  const __m512 p = _mm512_set1_ps(pos), q = _mm512_set1_ps(-pos);
+  for (int k = 0; k < 4; ++k) {
+    const __m512 v = _mm512_mask_blend_ps(static_cast<__mmask16>(m >> (16 * k)), q, p);
+    float* o = out + 16 * k;
+    _mm512_storeu_ps(o, kAccumulate ? _mm512_add_ps(_mm512_loadu_ps(o), v) : v);
+  }
+#elif defined(__AVX2__)
+  // Lane j of byte b's vector: all ones where bit j of b is set.
+  const __m256i lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256 p = _mm256_set1_ps(pos), q = _mm256_set1_ps(-pos);
+  for (int k = 0; k < 8; ++k) {
+    const __m256i b = _mm256_set1_epi32(static_cast<int>((m >> (8 * k)) & 0xFF));
+    const __m256 sel =
+        _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, lane_bits), lane_bits));
+    const __m256 v = _mm256_blendv_ps(q, p, sel);
+    float* o = out + 8 * k;
+    _mm256_storeu_ps(o, kAccumulate ? _mm256_add_ps(_mm256_loadu_ps(o), v) : v);
+  }
+#else
+  for (int j = 0; j < 64; ++j) {
+    const float v = (m >> j) & 1u ? pos : -pos;
+    out[j] = kAccumulate ? out[j] + v : v;
+  }
+#endif
+}
+
+inline uint64_t load_mask64(const uint8_t* bits) {
+  uint64_t m;
+  std::memcpy(&m, bits, 8);
+  return reverse_bits_in_bytes(m);
+}
+
+// The scalar reference of one element (tails).
+inline float signed_scale(const uint8_t* bits, int64_t i, float scale) {
+  return (bits[i >> 3] >> (7 - (i & 7))) & 1u ? scale : -scale;
+}
+
+template <bool kAccumulate>
+void expand_signs(const uint8_t* bits, int64_t n, float scale, float* out) {
+  const int64_t full = n / kBlock * kBlock;
+  for (int64_t i = 0; i < full; i += kBlock)
+    expand_mask64<kAccumulate>(load_mask64(bits + i / 8), scale, out + i);
+  for (int64_t i = full; i < n; ++i)
+    out[i] = kAccumulate ? out[i] + signed_scale(bits, i, scale) : signed_scale(bits, i, scale);
+}
+
+// x += error over [0, n) and the sum of x^2 in double. The sum is cut into fixed chunks of
+// kSumChunk elements, each summed in 8 double lanes (elements i = 8q + l go to lane l, in order),
+// the lanes of a chunk added pairwise and the chunks in order: the same bits on every machine
+// version and thread count (the lanes are fixed by the code, not by the vector width). It differs
+// from a plain sequential double sum only below double resolution, 2^-29 of a float ulp: the
+// float scale sqrt(sum / n) is the same except in a rare exact tie.
+constexpr int64_t kSumChunk = 1 << 12;
+double compensate_chunk(float* x, const float* error, int64_t n) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const int64_t full = n / 8 * 8;
+#if defined(__AVX512F__)
+  __m512d acc = _mm512_setzero_pd();
+  for (int64_t i = 0; i < full; i += 8) {
+    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(error + i));
+    _mm256_storeu_ps(x + i, v);
+    const __m512d d = _mm512_cvtps_pd(v);
+    acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));  // no fma: keep the scalar code's rounding
+  }
+  _mm512_storeu_pd(lane, acc);
+#elif defined(__AVX2__)
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  for (int64_t i = 0; i < full; i += 8) {
+    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(error + i));
+    _mm256_storeu_ps(x + i, v);
+    const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    lo = _mm256_add_pd(lo, _mm256_mul_pd(a, a));
+    hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
+  }
+  _mm256_storeu_pd(lane, lo);
+  _mm256_storeu_pd(lane + 4, hi);
+#else
+  for (int64_t i = 0; i < full; ++i) {
+    x[i] += error[i];
+    const double d = x[i];
+    lane[i & 7] = lane[i & 7] + d * d;
+  }
+#endif
+  for (int64_t i = full; i < n; ++i) {  // the tail into the lanes, in order
+    x[i] += error[i];
+    const double d = x[i];
+    lane[i - full] = lane[i - full] + d * d;
+  }
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+}  // namespace
 
 void pack_signs(const float* x, int64_t n, uint8_t* out) {
-  const int64_t full = n / 8;
-  for (int64_t b = 0; b < full; ++b) {
+  const int64_t blocks = n / kBlock;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint64_t m = reverse_bits_in_bytes(sign_mask64(x + b * kBlock));
+    std::memcpy(out + b * 8, &m, 8);
+  }
+  // The tail: whole bytes, then a last partial byte whose unused low bits are 0.
+  const int64_t done = blocks * kBlock, full = n / 8;
+  for (int64_t b = done / 8; b < full; ++b) {
     const float* v = x + 8 * b;
     uint8_t byte = 0;
     for (int j = 0; j < 8; ++j) byte |= static_cast<uint8_t>((v[j] >= 0.f ? 1u : 0u) << (7 - j));
@@ -29,19 +179,44 @@ void pack_signs(const float* x, int64_t n, uint8_t* out) {
 }
 
 void unpack_signs(const uint8_t* bits, int64_t n, float scale, float* out) {
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = (bits[i >> 3] >> (7 - (i & 7))) & 1u ? scale : -scale;
+  expand_signs<false>(bits, n, scale, out);
+}
+
+void accumulate_signs(const uint8_t* bits, int64_t n, float scale, float* out) {
+  expand_signs<true>(bits, n, scale, out);
 }
 
 float compress_with_feedback(float* x, float* error, int64_t n, uint8_t* bits) {
   double ss = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] += error[i];
-    ss += static_cast<double>(x[i]) * x[i];
-  }
+  for (int64_t c = 0; c < n; c += kSumChunk)
+    ss += compensate_chunk(x + c, error + c, std::min(kSumChunk, n - c));
   const float s = n > 0 ? static_cast<float>(std::sqrt(ss / static_cast<double>(n))) : 0.f;
-  for (int64_t i = 0; i < n; ++i) error[i] = x[i] - (x[i] >= 0.f ? s : -s);
-  pack_signs(x, n, bits);
+  // error = x - s sign(x), and the signs packed, in one pass per 64 elements.
+  const int64_t blocks = n / kBlock;
+#if defined(__AVX512F__)
+  const __m512 ps = _mm512_set1_ps(s), ns = _mm512_set1_ps(-s), z = _mm512_setzero_ps();
+#endif
+  for (int64_t b = 0; b < blocks; ++b) {
+    float* xv = x + b * kBlock;
+    float* ev = error + b * kBlock;
+#if defined(__AVX512F__)
+    uint64_t m = 0;
+    for (int k = 0; k < 4; ++k) {
+      const __m512 v = _mm512_loadu_ps(xv + 16 * k);
+      const __mmask16 mk = _mm512_cmp_ps_mask(v, z, _CMP_GE_OQ);
+      _mm512_storeu_ps(ev + 16 * k, _mm512_sub_ps(v, _mm512_mask_blend_ps(mk, ns, ps)));
+      m |= static_cast<uint64_t>(mk) << (16 * k);
+    }
+#else
+    const uint64_t m = sign_mask64(xv);
+    for (int j = 0; j < 64; ++j) ev[j] = xv[j] - ((m >> j) & 1u ? s : -s);
+#endif
+    const uint64_t r = reverse_bits_in_bytes(m);
+    std::memcpy(bits + b * 8, &r, 8);
+  }
+  const int64_t done = blocks * kBlock;
+  for (int64_t i = done; i < n; ++i) error[i] = x[i] - (x[i] >= 0.f ? s : -s);
+  if (done < n) pack_signs(x + done, n - done, bits + done / 8);  // done is a multiple of 8
   return s;
 }
 
@@ -56,6 +231,11 @@ CompressedAllReduce::CompressedAllReduce(Communicator& comm, int64_t n)
   server_error_.assign(static_cast<size_t>(chunk_), 0.f);
   x_.assign(static_cast<size_t>(padded()), 0.f);
   y_.assign(static_cast<size_t>(chunk_), 0.f);
+  // The message buffers, reused by every run() (allocating them per call cost page faults).
+  all_bits_.assign(static_cast<size_t>(padded() / 8), 0);
+  send_ = Tensor::empty({world_ * words_}, DType::i32);
+  recv_ = Tensor::empty({world_ * words_}, DType::i32);
+  gathered_ = Tensor::empty({world_ * words_}, DType::i32);
 }
 
 void CompressedAllReduce::reset_errors() {
@@ -83,12 +263,12 @@ void CompressedAllReduce::run(float* buf) {
   // Worker: compensate, compress the whole buffer with one scale, cut the signs into chunks.
   std::copy(buf, buf + n_, x_.begin());
   std::fill(x_.begin() + n_, x_.end(), 0.f);
-  Tensor send = Tensor::empty({world_ * words_}, DType::i32);
-  Tensor recv = Tensor::empty({world_ * words_}, DType::i32);
+  Tensor& send = send_;
+  Tensor& recv = recv_;
   int32_t* sb = send.data<int32_t>();
-  // The signs of the whole buffer are packed in place block after block: chunk r's signs start
-  // at block r's word 1 (chunk is a multiple of 32, so chunks never share a byte).
-  std::vector<uint8_t> all_bits(static_cast<size_t>(P / 8));
+  // The signs of the whole buffer, then cut into the blocks: chunk r's signs go to block r's
+  // word 1 (chunk is a multiple of 32, so chunks never share a byte).
+  std::vector<uint8_t>& all_bits = all_bits_;
   const float s = compress_with_feedback(x_.data(), worker_error_.data(), P, all_bits.data());
   for (int r = 0; r < world_; ++r) {
     int32_t* block = sb + r * words_;
@@ -105,10 +285,9 @@ void CompressedAllReduce::run(float* buf) {
   for (int r = 0; r < world_; ++r) {
     const int32_t* block = rb + r * words_;
     const float sr = get_scale(block) * inv_world;
-    const uint8_t* bits = reinterpret_cast<const uint8_t*>(block + 1);
-    for (int64_t i = 0; i < chunk_; ++i) y_[i] += (bits[i >> 3] >> (7 - (i & 7))) & 1u ? sr : -sr;
+    accumulate_signs(reinterpret_cast<const uint8_t*>(block + 1), chunk_, sr, y_.data());
   }
-  Tensor gathered = Tensor::empty({world_ * words_}, DType::i32);
+  Tensor& gathered = gathered_;
   int32_t* own = gathered.data<int32_t>() + rank_ * words_;
   put_scale(own, compress_with_feedback(y_.data(), server_error_.data(), chunk_, sign_bytes(own)));
   Tensor own_t = gathered.flat_view(rank_ * words_, {words_});

@@ -34,8 +34,11 @@
 // the `mpi` backend on host memory (MPI_Alltoall / MPI_Allgather of the packed words). The nccl
 // backend does not exist yet (no GPU here); with it the same blocks would move with
 // ncclSend/ncclRecv groups and ncclAllGather on device buffers, and compression would be a kernel.
-// Compression runs on the calling thread; run() blocks until the result is in `buf`.
+// Compression runs on the calling thread, vectorized (AVX-512 / AVX2 / plain loops, compressed.cpp);
+// run() blocks until the result is in `buf`.
 #pragma once
+
+#include "core/tensor.h"
 
 #include <cstdint>
 #include <vector>
@@ -49,6 +52,8 @@ class Communicator;
 void pack_signs(const float* x, int64_t n, uint8_t* out);
 // out[i] = +scale where bit i is 1, -scale where it is 0, for i in [0, n).
 void unpack_signs(const uint8_t* bits, int64_t n, float scale, float* out);
+// out[i] += (+scale where bit i is 1, else -scale): the server's sum of decompressed messages.
+void accumulate_signs(const uint8_t* bits, int64_t n, float scale, float* out);
 // One compression with error feedback, in place on x[0, n): x += error; s = ||x|| / sqrt(n);
 // error = x - s sign(x); packs sign(x) into bits; returns s. (Both phases use it.)
 float compress_with_feedback(float* x, float* error, int64_t n, uint8_t* bits);
@@ -88,6 +93,8 @@ class CompressedAllReduce {
   int world_ = 1, rank_ = 0;
   int64_t n_ = 0, chunk_ = 0, words_ = 0;  // words_: int32 words per block
   std::vector<float> worker_error_, server_error_, x_, y_;
+  std::vector<uint8_t> all_bits_;
+  Tensor send_, recv_, gathered_;
 };
 
 }  // namespace zt::comm

@@ -76,8 +76,9 @@ class OneBitAdam final : public Optimizer {
     const double bc1 = detail::bias_correction(p_.bias_correction, p_.beta1, t);
     const double bc2 = detail::bias_correction(p_.bias_correction, p_.beta2, p_.freeze_step);
     const detail::AdamStep k0 = detail::AdamStep::make(p_.beta1, p_.beta2, p_.eps, lr, 0.f, bc1, bc2);
-#pragma omp parallel for schedule(static) if (n >= (1 << 16))
-    for (int64_t i = 0; i < n; ++i) m[i] = k0.m_update(m[i], grads[i]);
+    detail::for_chunks(n, [&](int64_t lo, int64_t hi) {
+      detail::momentum_update(k0, m + lo, grads + lo, hi - lo);
+    });
     compressor_.run(m);  // every rank now holds the same (compressed) average momentum
     for (const Segment& s : segments) {
       const float wd = s.decay ? p_.weight_decay : 0.f;
@@ -85,8 +86,9 @@ class OneBitAdam final : public Optimizer {
       float* ps = params + s.offset;
       const float* ms = m + s.offset;
       const float* vs = v + s.offset;
-#pragma omp parallel for schedule(static) if (s.size >= (1 << 16))
-      for (int64_t i = 0; i < s.size; ++i) ps[i] = k.param(ps[i], ms[i], vs[i]);
+      detail::for_chunks(s.size, [&](int64_t lo, int64_t hi) {
+        detail::param_update(k, ps + lo, ms + lo, vs + lo, hi - lo);
+      });
     }
   }
 

@@ -101,13 +101,11 @@ class ZeroOneAdam final : public Optimizer {
     for (const Segment& s : segments) {
       const float wd = s.decay ? p_.weight_decay : 0.f;
       const detail::AdamStep k = detail::AdamStep::make(p_.beta1, p_.beta2, p_.eps, lr, wd, bc1, bc2);
-      const int64_t lo = s.offset, hi = s.offset + s.size;
-#pragma omp parallel for schedule(static) if (s.size >= (1 << 16))
-      for (int64_t i = lo; i < hi; ++i) {
-        const float np = k.param(params[i], m[i], v[i]);
-        if (frozen) u[i] += np - params[i];
-        params[i] = np;
-      }
+      const int64_t o = s.offset;
+      detail::for_chunks(s.size, [&](int64_t lo, int64_t hi) {
+        detail::param_update(k, params + o + lo, m + o + lo, v + o + lo, hi - lo,
+                             frozen ? u + o + lo : nullptr);
+      });
     }
     if (frozen) {
       lrs_ += lr;

@@ -3,6 +3,11 @@
 // Adam's bits), and the optimizer's handle on the compressed all-reduce.
 #pragma once
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -47,6 +52,80 @@ struct AdamStep {
     return keep_rounded(p * decoupled) - (step_size * m) / denom(v);
   }
 };
+
+// Vectorized loops over AdamStep (same operations and order as its scalar members, so the same
+// bits in every version; optim/adam.cpp explains why intrinsics: GCC does not vectorize a loop
+// that calls std::sqrt). AVX-512 (16 lanes, masked tail), AVX2 + FMA (8 lanes, scalar tail), or
+// the scalar members.
+//   momentum:  m[i] = k.m_update(m[i], g[i])
+//   param:     p[i] = k.param(p[i], m[i], v[i]); with u: u[i] += (new p[i]) - (old p[i])
+inline void momentum_update(const AdamStep& k, float* m, const float* g, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 b1 = _mm512_set1_ps(k.b1), omb1 = _mm512_set1_ps(k.one_minus_b1);
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(m + i, _mm512_fmadd_ps(b1, _mm512_loadu_ps(m + i),
+                                            _mm512_mul_ps(omb1, _mm512_loadu_ps(g + i))));
+#elif defined(__AVX2__) && defined(__FMA__)
+  const __m256 b1 = _mm256_set1_ps(k.b1), omb1 = _mm256_set1_ps(k.one_minus_b1);
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(m + i, _mm256_fmadd_ps(b1, _mm256_loadu_ps(m + i),
+                                            _mm256_mul_ps(omb1, _mm256_loadu_ps(g + i))));
+#endif
+  for (; i < n; ++i) m[i] = k.m_update(m[i], g[i]);
+}
+
+inline void param_update(const AdamStep& k, float* p, const float* m, const float* v, int64_t n,
+                         float* u = nullptr) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 dec = _mm512_set1_ps(k.decoupled), step = _mm512_set1_ps(k.step_size),
+               ibc2 = _mm512_set1_ps(k.inv_sqrt_bc2), eps = _mm512_set1_ps(k.eps);
+  auto one = [&](int64_t at, __mmask16 mask) {
+    const __m512 pi = _mm512_maskz_loadu_ps(mask, p + at);
+    const __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(_mm512_maskz_loadu_ps(mask, v + at)), ibc2,
+                                       eps);
+    const __m512 np = _mm512_sub_ps(
+        keep_rounded(_mm512_mul_ps(pi, dec)),
+        _mm512_div_ps(_mm512_mul_ps(step, _mm512_maskz_loadu_ps(mask, m + at)), den));
+    if (u)
+      _mm512_mask_storeu_ps(u + at, mask,
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, u + at),
+                                          _mm512_sub_ps(np, pi)));
+    _mm512_mask_storeu_ps(p + at, mask, np);
+  };
+  for (; i + 16 <= n; i += 16) one(i, static_cast<__mmask16>(0xFFFF));
+  if (i < n) one(i, static_cast<__mmask16>((1u << (n - i)) - 1));
+  i = n;
+#elif defined(__AVX2__) && defined(__FMA__)
+  const __m256 dec = _mm256_set1_ps(k.decoupled), step = _mm256_set1_ps(k.step_size),
+               ibc2 = _mm256_set1_ps(k.inv_sqrt_bc2), eps = _mm256_set1_ps(k.eps);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 pi = _mm256_loadu_ps(p + i);
+    const __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(_mm256_loadu_ps(v + i)), ibc2, eps);
+    const __m256 np =
+        _mm256_sub_ps(keep_rounded(_mm256_mul_ps(pi, dec)),
+                      _mm256_div_ps(_mm256_mul_ps(step, _mm256_loadu_ps(m + i)), den));
+    if (u) _mm256_storeu_ps(u + i, _mm256_add_ps(_mm256_loadu_ps(u + i), _mm256_sub_ps(np, pi)));
+    _mm256_storeu_ps(p + i, np);
+  }
+#endif
+  for (; i < n; ++i) {
+    const float np = k.param(p[i], m[i], v[i]);
+    if (u) u[i] += np - p[i];
+    p[i] = np;
+  }
+}
+
+// Runs f(lo, hi) over [0, n) in fixed chunks of kChunk elements, on OpenMP threads when n is
+// large (a chunk's bounds never depend on the thread count; the loops above are elementwise).
+constexpr int64_t kChunk = 1 << 14;
+template <class F>
+inline void for_chunks(int64_t n, F&& f) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= 4 * kChunk)
+  for (int64_t c = 0; c < chunks; ++c) f(c * kChunk, std::min(n, (c + 1) * kChunk));
+}
 
 // 1 - beta^t in double (1 without bias correction).
 inline double bias_correction(bool on, float beta, int64_t t) {

@@ -37,6 +37,61 @@ TEST(CommLog, AllToAllBusFactor) {
   EXPECT_DOUBLE_EQ(busbw_factor("all_to_all", 1), 0.0);
 }
 
+// The plain scalar code the vectorized kernels replaced (comm/compressed.cpp before them): every
+// version must give its bits.
+void reference_pack(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t b = 0; b < (n + 7) / 8; ++b) out[b] = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] >= 0.f) out[i / 8] = static_cast<uint8_t>(out[i / 8] | (1u << (7 - i % 8)));
+}
+float reference_compress(float* x, float* error, int64_t n, uint8_t* bits) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] += error[i];
+    ss += static_cast<double>(x[i]) * x[i];
+  }
+  const float s = n > 0 ? static_cast<float>(std::sqrt(ss / static_cast<double>(n))) : 0.f;
+  for (int64_t i = 0; i < n; ++i) error[i] = x[i] - (x[i] >= 0.f ? s : -s);
+  reference_pack(x, n, bits);
+  return s;
+}
+
+TEST(PackSigns, VectorizedKernelsGiveTheScalarBits) {
+  for (int64_t n : {0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 1000, 4096 * 3 + 5, 100003}) {
+    std::vector<float> x = random_vec(n, 11 + static_cast<uint32_t>(n));
+    if (n > 5) {  // zeros of both signs count as +1, NaN as -1
+      x[1] = 0.f;
+      x[2] = -0.f;
+      x[3] = std::nanf("");
+    }
+    std::vector<uint8_t> got(static_cast<size_t>((n + 7) / 8) + 1, 0xCD), want(got);
+    pack_signs(x.data(), n, got.data());
+    reference_pack(x.data(), n, want.data());
+    EXPECT_EQ(got, want) << "pack, n = " << n;
+
+    std::vector<float> out(static_cast<size_t>(n), 9.f), acc = random_vec(n, 5), acc_want = acc;
+    unpack_signs(want.data(), n, 0.37f, out.data());
+    accumulate_signs(want.data(), n, 0.37f, acc.data());
+    bool same = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = (want[i / 8] >> (7 - i % 8)) & 1u ? 0.37f : -0.37f;
+      same = same && out[i] == v && acc[i] == acc_want[i] + v;
+    }
+    EXPECT_TRUE(same) << "unpack / accumulate, n = " << n;
+
+    std::vector<float> x1 = random_vec(n, 3), e1 = random_vec(n, 4);
+    for (float& v : e1) v *= 0.1f;
+    std::vector<float> x2 = x1, e2 = e1;
+    std::vector<uint8_t> b1(got.size(), 0), b2(got.size(), 0);
+    const float s1 = compress_with_feedback(x1.data(), e1.data(), n, b1.data());
+    const float s2 = reference_compress(x2.data(), e2.data(), n, b2.data());
+    EXPECT_EQ(s1, s2) << "scale, n = " << n;
+    EXPECT_EQ(b1, b2) << "compressed signs, n = " << n;
+    EXPECT_EQ(e1, e2) << "error feedback, n = " << n;
+    EXPECT_EQ(x1, x2) << "compensated input, n = " << n;
+  }
+}
+
 TEST(PackSigns, BitOrderIsMostSignificantFirst) {
   // + - - - - - - -  |  - + - + - + - +  | + + -   (tail of 3)
   const std::vector<float> x = {1.f,  -1.f, -2.f, -0.5f, -3.f, -1e-30f, -7.f, -1.f, -1.f, 2.f,
