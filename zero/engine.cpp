@@ -183,11 +183,9 @@ void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
   o.model_dtype = s_.model_dtype;
   std::unique_ptr<comm::Communicator> check;
   if (comm_ && part_.world > 1) {
-    // The order check runs inline on the caller's thread on a communicator of its own: it never
-    // waits behind the gradient reductions queued on comm_.
-    comm::CommOptions co = comm_->options();
-    co.threaded = false;
-    check = comm::make_mpi_communicator(co);
+    // The order check runs on a communicator (and thread) of its own: it never queues behind the
+    // gradient reductions on comm_, and the caller waits for it only when it must (stage3.cpp).
+    check = comm::make_mpi_communicator(comm_->options());
   }
   coord_ = std::make_unique<ParamCoordinator>(std::move(units), part_, part_params_, part_grads_,
                                               comm_, std::move(check), o);

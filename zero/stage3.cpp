@@ -7,8 +7,10 @@
 #include "zero/stage3.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
+#include "comm/bootstrap.h"
 #include "comm/communicator.h"
 #include "core/ops.h"
 #include "precision/convert.h"
@@ -59,6 +61,7 @@ ParamCoordinator::ParamCoordinator(std::vector<Stage3Unit> units, const Partitio
 }
 
 ParamCoordinator::~ParamCoordinator() {
+  for (PendingCheck& c : checks_) c.work->wait();
   // Collectives still in flight write into pool buffers: let them finish.
   for (State& s : state_)
     if (s.work) s.work->wait();
@@ -101,31 +104,69 @@ void ParamCoordinator::unbind(int u) {
 }
 
 // ---- the order check --------------------------------------------------------------------------
+//
+// Every acquire posts (unit, phase) on the check communicator (its own MPI context and thread, so
+// the exchange never queues behind gradient reductions), and the results are compared in order.
+// When to wait for a result is the whole point: waiting at every acquire would be a barrier per
+// unit. The rule: a collective on the training communicator may be waited for only after every
+// check posted before it was issued has been verified. So
+//   - an acquire that must issue a gather now (the unit is not prefetched), or that differs from
+//     the recorded order on this rank, or that happens before the order is recorded, verifies
+//     every pending check, its own included, before issuing anything (a sync point anyway: the
+//     gather it issues next is a collective);
+//   - an acquire that finds its unit prefetched, as recorded, verifies only the older checks
+//     (posted one unit earlier or more: complete by now unless a rank lags a whole unit);
+//   - every other blocking wait (a reduction without overlap, the end of the window, dropping a
+//     unit still in flight) verifies everything first.
+// A rank that diverges detects it at once (it leaves the recorded order, or issues a gather the
+// others do not); the others detect it at their next acquire or blocking wait. Collectives issued
+// in between may be mismatched and can never complete, so a mismatch ends the job (the message on
+// every rank that sees it, then MPI_Abort) instead of unwinding into waits that would hang.
 
 void ParamCoordinator::check_order(int unit, Stage3Phase phase) {
   ++accesses_;
   if (!check_comm_) return;
   const int w = part_.world;
-  Tensor mine = Tensor::empty({2}, DType::i32), all = Tensor::empty({2 * w}, DType::i32);
+  PendingCheck c;
+  Tensor mine = Tensor::empty({2}, DType::i32);
+  c.all = Tensor::empty({2 * w}, DType::i32);
   mine.data<int32_t>()[0] = unit;
   mine.data<int32_t>()[1] = static_cast<int32_t>(phase);
-  check_comm_->all_gather(mine, all)->wait();
-  const int32_t* a = all.data<int32_t>();
-  bool same = true;
-  for (int r = 1; r < w; ++r) same = same && a[2 * r] == a[0] && a[2 * r + 1] == a[1];
-  if (same) return;
-  std::string who;
-  for (int r = 0; r < w; ++r) {
-    const int u = a[2 * r];
-    who += detail::str_cat(r ? "; " : "", "rank ", r, " runs ",
-                           u >= 0 && u < static_cast<int>(units_.size()) ? units_[u].name : "?",
-                           " (unit ", u, ") ", phase_name(a[2 * r + 1]));
+  c.work = check_comm_->all_gather(mine, c.all);
+  c.index = accesses_;
+  checks_.push_back(std::move(c));
+}
+
+void ParamCoordinator::verify_checks(size_t keep) {
+  while (checks_.size() > keep) {
+    PendingCheck& c = checks_.front();
+    c.work->wait();
+    const int w = part_.world;
+    const int32_t* a = c.all.data<int32_t>();
+    bool same = true;
+    for (int r = 1; r < w; ++r) same = same && a[2 * r] == a[0] && a[2 * r + 1] == a[1];
+    if (!same) {
+      std::string who;
+      for (int r = 0; r < w; ++r) {
+        const int u = a[2 * r];
+        who += detail::str_cat(r ? "; " : "", "rank ", r, " runs ",
+                               u >= 0 && u < static_cast<int>(units_.size()) ? units_[u].name : "?",
+                               " (unit ", u, ") ", phase_name(a[2 * r + 1]));
+      }
+      order_error(detail::str_cat(
+          "ZeRO stage 3: the ranks run the model's units in different orders (data-dependent "
+          "control flow?): at parameter fetch #", c.index, " ", who,
+          ". Each unit's parameters are gathered with a collective, so every rank must run the "
+          "same units in the same order"));
+    }
+    checks_.pop_front();
   }
-  throw Error(detail::str_cat(
-      "ZeRO stage 3: the ranks run the model's units in different orders (data-dependent control "
-      "flow?): at parameter fetch #", accesses_, " ", who,
-      ". Each unit's parameters are gathered with a collective, so every rank must run the same "
-      "units in the same order; stopped before a mismatched collective could hang the job"));
+}
+
+void ParamCoordinator::order_error(const std::string& message) {
+  std::fprintf(stderr, "zerotrain: error (rank %d): %s; ending the job\n", part_.rank,
+               message.c_str());
+  comm::Bootstrap::abort(1);
 }
 
 // ---- gather, wait, drop -----------------------------------------------------------------------
@@ -175,6 +216,7 @@ void ParamCoordinator::drop(int u) {
   if (s.status == Status::released) return;
   ZT_ASSERT(s.users == 0, "stage 3: dropping ", units_[u].name, " while in use");
   if (s.work) {
+    verify_checks(0);
     s.work->wait();
     s.work.reset();
   }
@@ -263,10 +305,15 @@ bool ParamCoordinator::keep_for_reuse(int unit) const {
 void ParamCoordinator::acquire(int unit, Stage3Phase phase) {
   ZT_ASSERT(unit >= 0 && unit < static_cast<int>(units_.size()), "stage 3: unit ", unit);
   check_order(unit, phase);
+  const bool as_recorded = trace_done_ && pos_ < trace_.size() && trace_[pos_] == unit;
   record(unit);
   if (phase == Stage3Phase::backward) backward_seen_ = true;
   std::vector<int> need{unit};
   need.insert(need.end(), units_[unit].also.begin(), units_[unit].also.end());
+  bool must_gather = false;
+  for (int w : need) must_gather = must_gather || state_[w].status == Status::released;
+  // See "the order check" above: verify this acquire's own check only when it must.
+  verify_checks(as_recorded && !must_gather ? 1 : 0);
   for (int w : need) {
     ++state_[w].users;
     if (state_[w].status == Status::released) gather(w);
@@ -325,6 +372,7 @@ void ParamCoordinator::reduce_grad(int u) {
 }
 
 void ParamCoordinator::drain(bool all) {
+  if (all) verify_checks(0);
   // First in, first out: the adds into the partition happen in issue order whatever the timing,
   // so the sum over micro-batches is the same bits on every run.
   while (!reductions_.empty()) {

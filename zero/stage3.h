@@ -43,13 +43,15 @@
 // afterwards; if the model then runs a different order, it records again and does not prefetch
 // meanwhile. Every rank must run the units in the same order, since each gather is a collective.
 // A model with data-dependent control flow can break that, and in DeepSpeed this hangs the job.
-// Here every acquire first exchanges the unit id over a separate communicator (one tiny all-gather
-// that never queues behind the gradient reductions): if the ranks disagree, every rank throws the
-// same error naming the units and the ranks, before any mismatched collective is issued.
+// Here every acquire exchanges the unit id over a separate communicator (one tiny all-gather that
+// never queues behind the gradient reductions), verified before any wait that a mismatch could
+// hang (stage3.cpp, "the order check": not a barrier per unit): if the ranks disagree, the job
+// ends with a message naming the units and the ranks (MPI_Abort) instead of hanging.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -142,7 +144,14 @@ class ParamCoordinator {
   };
 
   int64_t numel(int u) const { return units_[u].hi - units_[u].lo; }
-  void check_order(int unit, Stage3Phase phase);
+  struct PendingCheck {
+    Tensor all;
+    std::shared_ptr<comm::Work> work;
+    int64_t index = 0;
+  };
+  void check_order(int unit, Stage3Phase phase);  // posts the check (see stage3.cpp)
+  void verify_checks(size_t keep);                 // all but the newest `keep` pending checks
+  [[noreturn]] void order_error(const std::string& message);
   void gather(int unit);       // issue (or copy, one rank) the unit's gather
   void wait_gather(int unit);  // make it live: wait, widen, bind
   void bind(int unit);
@@ -162,6 +171,7 @@ class ParamCoordinator {
   Tensor part_params_, part_grads_;
   comm::Communicator* comm_;
   std::unique_ptr<comm::Communicator> check_comm_;
+  std::deque<PendingCheck> checks_;
   Stage3Options o_;
   std::vector<std::vector<int64_t>> counts_;  // per unit: elements of each rank's piece
   std::deque<Reduction> reductions_;

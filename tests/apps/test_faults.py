@@ -163,8 +163,10 @@ try:
     d = os.path.join(root, "sigint2")
     os.makedirs(d)
     log = os.path.join(d, "log.jsonl")
-    # One rank, the full tiny model (about 1 s per step): both signals arrive within one step.
+    # One rank, the full tiny model with 128 sequences per step (about 1 s per step on 2 cores):
+    # both signals arrive within one step.
     p = subprocess.Popen([ZT, "train", "--config", TINY, "--sample", "0", "--json-log", log, "--steps", "1000",
+                          "--set", "train_batch_size=128", "--set", "train_micro_batch_size_per_gpu=128",
                           "--set", f"checkpoint.dir={os.path.join(d, 'ck')}"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env)
     wait_log_lines(log, 1)

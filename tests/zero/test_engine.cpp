@@ -138,15 +138,15 @@ TEST(Engine, BitwiseReproducible) {
   EXPECT_EQ(std::memcmp(finals[0].data(), finals[1].data(), finals[0].size() * 4), 0);
 }
 
-TEST(Engine, RejectsStagesNotBuiltYet) {
+TEST(Engine, RejectsStagesThatDoNotExist) {
   nn::GPT m(test::small_gpt());
   auto s = settings(2, 1);
-  s.zero_stage = 3;
+  s.zero_stage = 4;
   try {
     zero::Engine e(m, s);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("ZeRO stage 3 is not supported yet"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("ZeRO stage 4 does not exist"), std::string::npos)
         << e.what();
   }
 }
@@ -183,6 +183,8 @@ TEST(Engine, TinyModelLearnsTheRepositoryText) {
     e.step();
   }
   double last = eval();
-  EXPECT_NEAR(first, std::log(256.0), 0.1);  // a fresh model is uniform over bytes
+  // A fresh model is nearly uniform over bytes (its logits are small, not zero: the first loss
+  // moves a little with the repository's text, which is the data).
+  EXPECT_NEAR(first, std::log(256.0), 0.2);
   EXPECT_LT(last, 3.0) << "eval loss went from " << first << " to " << last;
 }
