@@ -77,8 +77,9 @@ FileCheck TagLoader::read_verified(int rank, std::vector<const ShardPiece*> piec
                               std::to_string(p->offset + p->nbytes) + ") past its " +
                               std::to_string(t.nbytes()) + " bytes");
       }
-      if (p->nbytes) segs.push_back({rd.data_start() + t.begin + p->offset, p->nbytes,
-                                     static_cast<char*>(p->dst)});
+      if (p->nbytes)
+        segs.push_back(
+            {rd.data_start() + t.begin + p->offset, p->nbytes, static_cast<char*>(p->dst)});
     }
     std::sort(segs.begin(), segs.end(), [](const Seg& a, const Seg& b) { return a.at < b.at; });
 
@@ -131,9 +132,9 @@ std::vector<FileCheck> TagLoader::read(const std::vector<ShardPiece>& pieces,
   std::vector<FileCheck> checks;
   for (int r : verify) {
     auto it = by_shard.find(r);
-    checks.push_back(read_verified(r, it == by_shard.end() ? std::vector<const ShardPiece*>{}
-                                                           : std::move(it->second),
-                                   chunk_bytes));
+    checks.push_back(read_verified(
+        r, it == by_shard.end() ? std::vector<const ShardPiece*>{} : std::move(it->second),
+        chunk_bytes));
     if (it != by_shard.end()) by_shard.erase(it);
   }
   for (const auto& [r, ps] : by_shard) {
@@ -210,8 +211,8 @@ std::string fallback_message(const std::string& dir, const std::string& why,
          "' (global step " + std::to_string(chosen.global_step) + "), the newest intact checkpoint";
 }
 
-std::string nothing_intact_message(const std::string& dir, const std::string& why,
-                                   bool had_latest, size_t tags_seen) {
+std::string nothing_intact_message(const std::string& dir, const std::string& why, bool had_latest,
+                                   size_t tags_seen) {
   if (tags_seen == 0 && !had_latest) return "checkpoint: no checkpoint in " + dir;
   return "checkpoint: in " + dir + ", " + why + ", and no other intact checkpoint was found (" +
          std::to_string(tags_seen) + " tags looked at)";

@@ -1,4 +1,5 @@
-// io/checkpoint_load.h: reading a checkpoint tag in one pass, checksumming the bytes as they arrive.
+// io/checkpoint_load.h: reading a checkpoint tag in one pass, checksumming the bytes as they
+// arrive.
 //
 // A load used to verify every file's XXH3 first (reading the whole tag) and then read the ranges
 // into their destinations (reading them again): a cold-cache resume paid twice the disk. Here the
@@ -44,7 +45,7 @@ struct ShardPiece {
 
 // The outcome of verifying one file of the tag.
 struct FileCheck {
-  std::string name;       // relative to the tag folder (manifest.files[i].name)
+  std::string name;  // relative to the tag folder (manifest.files[i].name)
   bool ok = false;
   uint64_t checksum = 0;  // what was computed (when the file could be read whole)
   std::string problem;    // when !ok: "<path>: ..." as verify() words it
@@ -88,14 +89,14 @@ class TagLoader {
 struct LoadCandidates {
   std::vector<TagInfo> tags;
   std::optional<std::string> latest;  // what `latest` names, when it could be read
-  std::string why;  // why the tag `latest` names is not tags[0] (empty: it is)
+  std::string why;                    // why the tag `latest` names is not tags[0] (empty: it is)
   size_t tags_seen = 0;
 };
 LoadCandidates load_candidates(const std::string& dir);
 // resolve_latest's messages: loading `chosen` instead of `latest` because of `why`; and nothing
 // loadable (`why`: the last reason `latest` could not be used).
 std::string fallback_message(const std::string& dir, const std::string& why, const TagInfo& chosen);
-std::string nothing_intact_message(const std::string& dir, const std::string& why,
-                                   bool had_latest, size_t tags_seen);
+std::string nothing_intact_message(const std::string& dir, const std::string& why, bool had_latest,
+                                   size_t tags_seen);
 
 }  // namespace zt::io

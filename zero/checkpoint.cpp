@@ -105,7 +105,8 @@ bool any_failed(comm::Communicator& c, bool failed) {
 // Every rank's `mine` (the same length on every rank), rank after rank.
 std::vector<uint64_t> all_gather_u64(comm::Communicator& c, const std::vector<uint64_t>& mine) {
   const int64_t n = static_cast<int64_t>(mine.size());
-  Tensor in = Tensor::empty({2 * n}, DType::i32), out = Tensor::empty({2 * n * c.world()}, DType::i32);
+  Tensor in = Tensor::empty({2 * n}, DType::i32);
+  Tensor out = Tensor::empty({2 * n * c.world()}, DType::i32);
   std::memcpy(in.raw(), mine.data(), static_cast<size_t>(n) * 8);
   c.all_gather(in, out)->wait();
   std::vector<uint64_t> all(static_cast<size_t>(n * c.world()));
@@ -515,9 +516,9 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
     std::vector<int> verify;
     for (int k = 0; k < old_world; ++k) {
       int best = 0;
+      auto at_rank = [&](int r) { return all[static_cast<size_t>(r * old_world + k)]; };
       for (int r = 1; r < world; ++r)
-        if (all[static_cast<size_t>(r * old_world + k)] > all[static_cast<size_t>(best * old_world + k)])
-          best = r;
+        if (at_rank(r) > at_rank(best)) best = r;
       if (best == rank) verify.push_back(k);
     }
 
@@ -601,7 +602,8 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
       // rewrite its span (ZeroOneAdam's own weights between syncs): refresh the 16-bit copy.
       if (s_.zero_stage == 0 && !offload_) {
         float* span = mixed() ? master_.data<float>() : params_.data<float>();
-        if (load_rank_state(*optimizer_, span, dir, res.tag, part_.rank, m.world_size, part_.world) &&
+        if (load_rank_state(*optimizer_, span, dir, res.tag, part_.rank, m.world_size,
+                            part_.world) &&
             mixed()) {
           Tensor dst = params16_.flat_view(0, {master_.numel()});
           precision::copy_master_to_model(master_, dst);
