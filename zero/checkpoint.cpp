@@ -362,6 +362,8 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
   };
   const int world = c ? c->world() : 1;
 
+  // offload_param nvme: the partition is loaded in memory, then written back to the drive below.
+  if (pswap_) part_params_ = model_params();
   // Where the weights land: every rank needs all of them, except at stage 3 (its partition only).
   const int64_t wa = partitioned_params() ? std::min(part_.begin(), part_.numel) : 0;
   const int64_t wb = partitioned_params() ? std::min(part_.end(), part_.numel) : part_.numel;
@@ -639,6 +641,7 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
   bool poisoned = false;
   auto poison = [&] {
     std::memset(P.raw(), 0xff, P.nbytes());
+    if (pswap_) pswap_->write(0, part_.size, part_params_.raw());
     if (mixed() && !partitioned_params()) precision::widen_to_f32(params16_, params_);
     if (mixed() && !offload_) std::memset(master_.raw(), 0xff, master_.nbytes());
     for (auto& [name, buf] : optimizer_->state())
@@ -684,6 +687,10 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
       throw CheckpointError(detail::str_cat("load_checkpoint: no intact checkpoint in ", dir, ": ",
                                             msg, poisoned ? kPoisoned : ""));
     }
+  }
+  if (pswap_) {  // offload_param nvme: back to the drive
+    pswap_->write(0, part_.size, part_params_.raw());
+    part_params_ = Tensor();
   }
   zero_grads();
   if (coord_) coord_->invalidate();  // gathered copies hold the old weights

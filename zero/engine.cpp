@@ -187,11 +187,25 @@ void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
     // gradient reductions on comm_, and the caller waits for it only when it must (stage3.cpp).
     check = comm::make_mpi_communicator(comm_->options());
   }
+  if (!s_.offload_param_nvme_path.empty()) {  // ZeRO-Infinity: the partition goes to the drive
+    pswap_ = std::make_unique<ParamSwap>(s_.offload_param_nvme_path, part_.rank, part_.size,
+                                         part_params_.dtype(), s_.param_aio);
+    pswap_->write(0, part_.size, part_params_.raw());
+  }
   coord_ = std::make_unique<ParamCoordinator>(std::move(units), part_, part_params_, part_grads_,
-                                              comm_, std::move(check), o);
+                                              comm_, std::move(check), o, pswap_.get());
+  if (pswap_) part_params_ = Tensor();
   params_ = Tensor();
   grads_ = Tensor();
   params16_ = Tensor();
+}
+
+Tensor Engine::model_params() const {
+  if (s_.zero_stage != 3) return mixed() ? params16_ : params_;
+  if (!pswap_ || part_params_.defined()) return part_params_;
+  Tensor t = Tensor::empty({part_.size}, s_.model_dtype);
+  pswap_->read(0, part_.size, t.raw());
+  return t;
 }
 
 void Engine::zero_grads() {

@@ -50,6 +50,7 @@
 #include "precision/loss_scaler.h"
 #include "zero/buckets.h"
 #include "zero/offload.h"
+#include "zero/param_swap.h"
 #include "zero/partition.h"
 #include "zero/stage3.h"
 
@@ -93,6 +94,10 @@ struct EngineSettings {
   // offload_optimizer (zero/offload.h): the fp32 master partition and Adam's m, v live in host
   // memory or an NVMe swap file, and Adam runs on them in sub_group_size pieces. Unset: off.
   std::optional<OffloadOptions> offload_optimizer;
+  // offload_param device nvme (stage 3, zero/param_swap.h): this rank's weight partition lives in
+  // a swap file under this folder, read piece by piece for the gathers. Empty: in memory.
+  std::string offload_param_nvme_path;
+  io::AioConfig param_aio;
   // Stage 3 (zero/stage3.h; DeepSpeed's stage3_* keys, in elements).
   int64_t stage3_prefetch_bucket_size = 50'000'000;
   int64_t stage3_max_live_parameters = 1'000'000'000;
@@ -214,9 +219,8 @@ class Engine : private nn::BlockHooks {
   bool grads16() const { return s_.grad_dtype != DType::f32; }
   // The model's weights in the model dtype: the whole padded flat buffer at stages 0-2, this
   // rank's partition only at stage 3 (element i is flat element partition().begin() + i).
-  const Tensor& model_params() const {
-    return s_.zero_stage == 3 ? part_params_ : mixed() ? params16_ : params_;
-  }
+  // (With offload_param nvme the partition is read from the swap file into a new tensor.)
+  Tensor model_params() const;
   bool partitioned_params() const { return s_.zero_stage == 3; }
   const OptimizerOffload* offload() const { return offload_.get(); }
   const ParamCoordinator* coordinator() const { return coord_.get(); }
@@ -266,6 +270,7 @@ class Engine : private nn::BlockHooks {
   Tensor params_, grads_;   // flat fp32, padded: every parameter/gradient is a view into these
   Tensor params16_;         // mixed precision: the model's weights in model_dtype (padded)
   Tensor part_params_;      // stage 3: this rank's partition of the weights, in model_dtype
+  std::unique_ptr<ParamSwap> pswap_;          // stage 3, offload_param nvme
   std::unique_ptr<ParamCoordinator> coord_;  // stage 3
   Tensor master_;           // mixed precision: fp32 master weights of the optimizer's range
   Tensor part_grads_;       // stage 2: this rank's reduced gradient partition (grad_dtype)

@@ -107,16 +107,26 @@ bool Engine::step() {
   const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin();
   // Stage 3: fp32 weights are their own master, and the partition is all this rank has of them.
   // (With offload and mixed precision there is no f32 copy of the range here at all.)
+  // offload_param nvme with fp32 weights and the optimizer in memory: the partition is read in for
+  // the update and written back after it.
+  Tensor wpart = pswap_ && !mixed() && !offload_ ? model_params() : part_params_;
   float* w = mixed()  ? (offload_ ? nullptr : master_.data<float>())
-             : coord_ ? part_params_.data<float>()
+             : coord_ ? (wpart.defined() ? wpart.data<float>() : nullptr)
                       : params_.data<float>() + lo;
   if (offload_) {
     // The offloaded step hands each updated sub-group of the fp32 master over as it finishes; it
     // is copied (rounded, when mixed) into the model's weights while the drive swaps the next.
     Tensor dst = coord_ ? part_params_ : mixed() ? params16_.flat_view(lo, {g.numel()}) : Tensor();
+    Tensor sub16;  // offload_param nvme with 16-bit weights: one sub-group, rounded, to the drive
     offload_->step(g.data<float>(), segments_, static_cast<float>(last_lr_),
                    [&](int64_t off, int64_t cnt, const float* m) {
-                     if (!mixed()) std::memcpy(w + off, m, static_cast<size_t>(cnt) * 4);
+                     if (pswap_ && !mixed()) {
+                       pswap_->write(off, cnt, m);
+                     } else if (pswap_) {
+                       if (sub16.numel() < cnt) sub16 = Tensor::empty({cnt}, s_.model_dtype);
+                       precision::copy_master_to_model(m, sub16.raw(), s_.model_dtype, cnt);
+                       pswap_->write(off, cnt, sub16.raw());
+                     } else if (!mixed()) std::memcpy(w + off, m, static_cast<size_t>(cnt) * 4);
                      else precision::copy_master_to_model(m, static_cast<char*>(dst.raw()) +
                                                                  off * dtype_size(dst.dtype()),
                                                           dst.dtype(), cnt);
@@ -127,9 +137,13 @@ bool Engine::step() {
   ++lr_iteration_;
   zero_grads();
   if (mixed() && !offload_) {  // round the updated master range into the 16-bit model weights
-    Tensor dst = coord_ ? part_params_ : params16_.flat_view(lo, {master_.numel()});
+    Tensor dst = pswap_   ? Tensor::empty({part_.size}, s_.model_dtype)
+                 : coord_ ? part_params_
+                          : params16_.flat_view(lo, {master_.numel()});
     precision::copy_master_to_model(master_, dst);
+    if (pswap_) pswap_->write(0, part_.size, dst.raw());
   }
+  if (pswap_ && !mixed() && !offload_) pswap_->write(0, part_.size, wpart.raw());
   auto t_gather = std::chrono::steady_clock::now();
   timings_.step += std::chrono::duration<double, std::milli>(t_gather - t_step).count();
   // Stages 1-2 all-gather the updated partitions; stage 3 leaves them partitioned, and every
@@ -193,7 +207,8 @@ void Engine::add_optimizer_bytes(MemoryBytes& m) const {
 Engine::MemoryBytes Engine::model_state_bytes() const {
   MemoryBytes m;
   if (coord_) {  // stage 3: partitions only; the gathered units are workspace
-    m.params = static_cast<int64_t>(part_params_.nbytes());
+    m.params = part_params_.defined() ? static_cast<int64_t>(part_params_.nbytes()) : 0;
+    if (pswap_) m.nvme += pswap_->file_bytes();
     m.grads = static_cast<int64_t>(part_grads_.nbytes());
     m.workspace = coord_->pool_peak_bytes();
     add_optimizer_bytes(m);

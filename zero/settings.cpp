@@ -52,8 +52,9 @@ void check_supported(const io::Config& c) {
                         io::to_string(c.optimizer.type));
     (void)offload_options(c, 0);  // its own ConfigErrors (ratio, buffer_count, sub_group_size)
   }
-  if (c.zero.offload_param.enabled() && c.zero.offload_param.device == io::OffloadDevice::kNvme)
-    not_yet("zero_optimization.offload_param.device", "parameter offload to NVMe");
+  if (c.zero.offload_param.device == io::OffloadDevice::kNvme && c.zero.offload_param.nvme_path.empty())
+    throw ConfigError("config key `zero_optimization.offload_param.nvme_path`: device nvme needs a "
+                      "folder on the drive for the parameter swap files");
   // Every optimizer type is built; the 1-bit family has its own limits (zero/onebit.h).
   check_onebit_supported(c);
   // Every DeepSpeed schedule is built (optim::make_scheduler); the engine applies OneCycle's
@@ -106,6 +107,16 @@ void check_supported(const io::Config& c) {
 std::vector<std::string> config_notices(const io::Config& c) {
   std::vector<std::string> out;
   onebit_notices(c, out);  // 1-bit optimizers: cuda_aware, comm_backend_name (zero/onebit.h)
+  if (c.zero.offload_param.device == io::OffloadDevice::kNvme) {
+    const io::OffloadConfig d{io::OffloadDevice::kNone, "", false, 5};
+    const io::OffloadConfig& p = c.zero.offload_param;
+    if (p.buffer_count != d.buffer_count || p.buffer_size != d.buffer_size ||
+        p.max_in_cpu != d.max_in_cpu || p.pin_memory)
+      out.push_back(
+          "zero_optimization.offload_param.buffer_count / buffer_size / max_in_cpu / pin_memory: "
+          "no effect: each unit's piece is read from the swap file into the stage-3 pool, whose "
+          "size stage3_prefetch_bucket_size and stage3_max_live_parameters bound");
+  }
   if (c.zero.offload_param.enabled() && c.zero.offload_param.device == io::OffloadDevice::kCpu)
     out.push_back(
         "zero_optimization.offload_param: device cpu: on the CPU backend the stage-3 parameter "
@@ -191,6 +202,10 @@ EngineSettings engine_settings(const io::Config& c) {
   s.allgather_partitions = c.zero.allgather_partitions;
   s.allgather_bucket_size = c.zero.allgather_bucket_size;
   if (c.zero.offload_optimizer.enabled()) s.offload_optimizer = offload_options(c, 0);  // rank: engine
+  if (c.zero.offload_param.device == io::OffloadDevice::kNvme) {
+    s.offload_param_nvme_path = c.zero.offload_param.nvme_path;
+    s.param_aio = c.aio;
+  }
   s.stage3_prefetch_bucket_size = c.zero.stage3_prefetch_bucket_size;
   s.stage3_max_live_parameters = c.zero.stage3_max_live_parameters;
   s.stage3_max_reuse_distance = c.zero.stage3_max_reuse_distance;

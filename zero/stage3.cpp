@@ -14,6 +14,7 @@
 #include "comm/communicator.h"
 #include "core/ops.h"
 #include "precision/convert.h"
+#include "zero/param_swap.h"
 
 namespace zt::zero {
 namespace {
@@ -30,16 +31,17 @@ const char* phase_name(int p) {
 ParamCoordinator::ParamCoordinator(std::vector<Stage3Unit> units, const Partition& part,
                                    Tensor part_params, Tensor part_grads, comm::Communicator* comm,
                                    std::unique_ptr<comm::Communicator> check_comm,
-                                   Stage3Options opts)
+                                   Stage3Options opts, ParamSwap* swap)
     : units_(std::move(units)),
       state_(units_.size()),
       part_(part),
       part_params_(std::move(part_params)),
       part_grads_(std::move(part_grads)),
       comm_(comm && part.world > 1 ? comm : nullptr),
+      swap_(swap),
       check_comm_(std::move(check_comm)),
       o_(opts) {
-  ZT_ASSERT(part_params_.numel() == part_.size && part_grads_.numel() == part_.size,
+  ZT_ASSERT((swap_ || part_params_.numel() == part_.size) && part_grads_.numel() == part_.size,
             "stage 3: partition buffers of the wrong size");
   int64_t persistent_total = 0;
   for (size_t u = 0; u < units_.size(); ++u) {
@@ -178,7 +180,14 @@ void ParamCoordinator::gather(int u) {
   const Stage3Unit& su = units_[u];
   const int64_t a = std::min(std::max(su.lo, part_.begin()), part_.end());
   const int64_t c = counts_[u][part_.rank];
-  Tensor mine = part_params_.flat_view(a - part_.begin(), {c});
+  Tensor mine;
+  if (swap_) {  // offload_param nvme: this rank's piece comes from the swap file
+    s.piece = take(c, o_.model_dtype);
+    swap_->read(a - part_.begin(), c, s.piece.raw());
+    mine = s.piece;
+  } else {
+    mine = part_params_.flat_view(a - part_.begin(), {c});
+  }
   s.value = take(n, DType::f32);
   const bool mixed = o_.model_dtype != DType::f32;
   if (!comm_) {  // one rank: the partition is the whole model
@@ -207,6 +216,8 @@ void ParamCoordinator::wait_gather(int u) {
     give(std::move(s.gather16));
     s.gather16 = Tensor();
   }
+  give(std::move(s.piece));
+  s.piece = Tensor();
   s.status = Status::live;
   bind(u);
 }
@@ -222,6 +233,8 @@ void ParamCoordinator::drop(int u) {
   }
   give(std::move(s.gather16));
   s.gather16 = Tensor();
+  give(std::move(s.piece));
+  s.piece = Tensor();
   unbind(u);
   give(std::move(s.value));
   s.value = Tensor();

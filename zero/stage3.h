@@ -68,6 +68,8 @@ class Work;
 
 namespace zt::zero {
 
+class ParamSwap;
+
 struct Stage3Options {
   int64_t prefetch_bucket_size = 50'000'000;
   int64_t max_live_parameters = 1'000'000'000;
@@ -95,9 +97,12 @@ class ParamCoordinator {
   // part_params: this rank's partition of the weights (model dtype, part.size elements);
   // part_grads: this rank's f32 gradient partition (gradients are added into it). comm may be
   // nullptr (one rank: gathers are copies). check_comm: a dup of comm for the order check.
+  // swap: offload_param nvme (zero/param_swap.h): the partition is read from it piece by piece
+  // (part_params then unused); nullptr: in memory.
   ParamCoordinator(std::vector<Stage3Unit> units, const Partition& part, Tensor part_params,
                    Tensor part_grads, comm::Communicator* comm,
-                   std::unique_ptr<comm::Communicator> check_comm, Stage3Options opts);
+                   std::unique_ptr<comm::Communicator> check_comm, Stage3Options opts,
+                   ParamSwap* swap = nullptr);
   ~ParamCoordinator();
 
   void begin_forward();  // a new forward: the recorded order starts again
@@ -134,6 +139,7 @@ class ParamCoordinator {
     int users = 0;
     Tensor value;     // f32 compute values, [hi - lo]
     Tensor gather16;  // mixed precision: the gather's 16-bit target while in flight
+    Tensor piece;     // offload_param nvme: this rank's piece, read from the swap file
     std::shared_ptr<comm::Work> work;
     Tensor grad;      // f32 gradient during backward
   };
@@ -170,6 +176,7 @@ class ParamCoordinator {
   Partition part_;
   Tensor part_params_, part_grads_;
   comm::Communicator* comm_;
+  ParamSwap* swap_ = nullptr;
   std::unique_ptr<comm::Communicator> check_comm_;
   std::deque<PendingCheck> checks_;
   Stage3Options o_;
