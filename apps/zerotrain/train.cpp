@@ -237,6 +237,9 @@ int run_train(const TrainOptions& opt) {
                 !ms.workspace ? "" : engine.partitioned_params() ? "; gathered-unit pool peak "
                                                                  : "; f32 compute copy ",
                 ms.workspace ? human_bytes(ms.workspace).c_str() : "");
+    if (ms.nvme)  // offload to NVMe: what lives on the drive instead of in memory
+      std::printf("  nvme      %s of swap files per rank (offload_param / offload_optimizer)\n",
+                  human_bytes(ms.nvme).c_str());
     std::fflush(stdout);
   }
 
