@@ -113,8 +113,6 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     if (s_.model_dtype == DType::f16) scaler_ = precision::LossScaler(s_.loss_scaler);
   }
   if (grads16()) {
-    ZT_CHECK(s_.zero_stage < 3, "Engine: 16-bit gradients (grad_accum_dtype) at stage 3 are not ",
-             "supported yet: stage 3 reduces and accumulates gradients in fp32");
     ZT_CHECK(mixed() && s_.grad_dtype == s_.model_dtype, "Engine: gradients in ",
              dtype_name(s_.grad_dtype), " need ", dtype_name(s_.grad_dtype), " model weights");
     ZT_CHECK(s_.zero_stage < 2 || s_.reduce_scatter, "Engine: 16-bit gradients at stage 2 need ",
@@ -155,7 +153,7 @@ void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
                          const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   const Tensor& full = mixed() ? params16_ : params_;
   part_params_ = full.flat_view(part_.begin(), {part_.size}).clone();
-  part_grads_ = Tensor::zeros({part_.size});
+  part_grads_ = Tensor::zeros({part_.size}, s_.grad_dtype);
   const int L = model_.num_units() - 2;
   std::vector<Stage3Unit> units(ranges.size());
   for (int u = 0; u < model_.num_units(); ++u) {
@@ -181,6 +179,7 @@ void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
   o.model_persistence_threshold = s_.stage3_model_persistence_threshold;
   o.overlap_comm = s_.overlap_comm;
   o.model_dtype = s_.model_dtype;
+  o.grad_dtype = s_.grad_dtype;
   std::unique_ptr<comm::Communicator> check;
   if (comm_ && part_.world > 1) {
     // The order check runs on a communicator (and thread) of its own: it never queues behind the

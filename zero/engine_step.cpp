@@ -23,7 +23,9 @@ Tensor Engine::own_grads() {
     // would), widened into the f32 scratch the optimizer reads.
     const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin(), n = grad_scratch_.numel();
     Tensor g16 = s_.zero_stage < 2 ? grads16_.flat_view(lo, {n}) : part_grads_;
-    if (!comm_ || part_.world == 1) precision::copy_master_to_model(grads_.flat_view(lo, {n}), g16);
+    // (Stage 3 has accumulated into the 16-bit partition already: zero/stage3.cpp.)
+    if (s_.zero_stage < 3 && (!comm_ || part_.world == 1))
+      precision::copy_master_to_model(grads_.flat_view(lo, {n}), g16);
     precision::widen_to_f32(g16, grad_scratch_);
     return grad_scratch_;
   }
@@ -211,6 +213,7 @@ Engine::MemoryBytes Engine::model_state_bytes() const {
     if (pswap_) m.nvme += pswap_->file_bytes();
     m.grads = static_cast<int64_t>(part_grads_.nbytes());
     m.workspace = coord_->pool_peak_bytes();
+    if (grad_scratch_.defined()) m.workspace += static_cast<int64_t>(grad_scratch_.nbytes());
     add_optimizer_bytes(m);
     return m;
   }
@@ -236,10 +239,10 @@ Engine::MemoryBytes Engine::model_state_formula() const {
   const double psi = static_cast<double>(part_.numel), n = part_.world;
   const double wb = mixed() ? 2 : 4, k = mixed() ? 12 : 8;
   MemoryBytes m;
-  // Stage 3 divides all three terms by N. (zerotrain's stage 3 accumulates gradients in fp32:
-  // 4 psi / N of them with mixed precision where the paper counts 2 psi / N.)
+  // Stage 3 divides all three terms by N. (Its gradients are fp32, 4 psi / N, unless
+  // grad_accum_dtype makes them 16-bit: 2 psi / N, the paper's count.)
   m.params = static_cast<int64_t>(s_.zero_stage == 3 ? wb * psi / n : wb * psi);
-  m.grads = static_cast<int64_t>(s_.zero_stage == 3 ? 4 * psi / n
+  m.grads = static_cast<int64_t>(s_.zero_stage == 3 ? (grads16() ? 2 : 4) * psi / n
                                  : s_.zero_stage == 2 ? wb * psi / n : wb * psi);
   m.optimizer = static_cast<int64_t>(s_.zero_stage >= 1 ? k * psi / n : k * psi);
   return m;

@@ -33,10 +33,6 @@ void check_supported(const io::Config& c) {
       throw ConfigError("config key `zero_optimization.reduce_scatter`: false asks for all-reduced "
                         "gradients, but stage 3 always reduce-scatters them into the partitions; "
                         "remove the key or use stage 2");
-    if (c.data_types.grad_accum_dtype == io::DTypeName::kFp16 ||
-        c.data_types.grad_accum_dtype == io::DTypeName::kBf16)
-      not_yet("data_types.grad_accum_dtype", "16-bit gradient accumulation at ZeRO stage 3 (stage 3 "
-              "reduces and accumulates gradients in fp32)");
   }
   if (c.fp16.enabled && c.bf16.enabled)
     throw ConfigError("config keys `fp16.enabled` and `bf16.enabled`: both are true; choose one");

@@ -373,13 +373,19 @@ void ParamCoordinator::reduce_grad(int u) {
   const Stage3Unit& su = units_[u];
   const int64_t a = std::min(std::max(su.lo, part_.begin()), part_.end());
   const int64_t c = counts_[u][part_.rank], dst = a - part_.begin();
+  const bool g16 = o_.grad_dtype != DType::f32;
+  if (g16) {  // round the unit's gradient once; its f32 buffer goes back to the pool at once
+    Tensor r = take(g.numel(), o_.grad_dtype);
+    precision::copy_master_to_model(g, r);
+    give(std::move(g));
+    g = r;
+  }
   if (!comm_) {  // one rank: the whole unit is ours
-    Tensor mine = g.flat_view(a - su.lo, {c}), acc = part_grads_.flat_view(dst, {c});
-    ops::add(acc, mine, acc);
+    accumulate(dst, g.flat_view(a - su.lo, {c}));
     give(std::move(g));
     return;
   }
-  Tensor out = take(c, DType::f32);
+  Tensor out = take(c, o_.grad_dtype);
   reductions_.push_back({comm_->reduce_scatter_v(g, out, counts_[u], comm::ReduceOp::avg), g, out, dst});
   drain(!o_.overlap_comm);
 }
@@ -392,12 +398,25 @@ void ParamCoordinator::drain(bool all) {
     Reduction& r = reductions_.front();
     if (all) r.work->wait();
     else if (!r.work->test()) return;
-    Tensor acc = part_grads_.flat_view(r.dst, {r.out.numel()});
-    ops::add(acc, r.out, acc);
+    accumulate(r.dst, r.out);
     give(std::move(r.grad));
     give(std::move(r.out));
     reductions_.pop_front();
   }
+}
+
+void ParamCoordinator::accumulate(int64_t dst, const Tensor& piece) {
+  Tensor acc = part_grads_.flat_view(dst, {piece.numel()});
+  if (acc.dtype() == DType::f32) {
+    ops::add(acc, piece, acc);
+    return;
+  }
+  // 16-bit partition: add in f32, round once.
+  Tensor t = take(piece.numel(), DType::f32);
+  precision::widen_to_f32(acc, t);
+  precision::accumulate_to_f32(piece, t);
+  precision::copy_master_to_model(t, acc);
+  give(std::move(t));
 }
 
 void ParamCoordinator::finish_reductions() { drain(true); }

@@ -78,6 +78,11 @@ struct Stage3Options {
   int64_t model_persistence_threshold = INT64_MAX;
   bool overlap_comm = true;
   DType model_dtype = DType::f32;  // the dtype of the partition and of the gathers
+  // data_types.grad_accum_dtype: the dtype of the gradient partition and of the reduce-scatters
+  // (f32, or the 16-bit model dtype: 2 bytes per gradient as the ZeRO paper counts). The unit's
+  // f32 gradient is rounded once before its reduction; each micro-batch's reduced piece is added
+  // to the partition in f32 and rounded once.
+  DType grad_dtype = DType::f32;
 };
 
 // One unit of the model as the coordinator sees it.
@@ -95,7 +100,7 @@ enum class Stage3Phase { forward, recompute, backward };
 class ParamCoordinator {
  public:
   // part_params: this rank's partition of the weights (model dtype, part.size elements);
-  // part_grads: this rank's f32 gradient partition (gradients are added into it). comm may be
+  // part_grads: this rank's gradient partition (grad_dtype; gradients are added into it). comm may be
   // nullptr (one rank: gathers are copies). check_comm: a dup of comm for the order check.
   // swap: offload_param nvme (zero/param_swap.h): the partition is read from it piece by piece
   // (part_params then unused); nullptr: in memory.
@@ -167,6 +172,7 @@ class ParamCoordinator {
   bool keep_for_reuse(int unit) const;
   void reduce_grad(int unit);
   void drain(bool all);
+  void accumulate(int64_t dst, const Tensor& piece);  // part_grads[dst, +n) += piece
   Tensor take(int64_t n, DType dt);
   void give(Tensor t);
   void record(int unit);

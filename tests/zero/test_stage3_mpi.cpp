@@ -137,3 +137,20 @@ TEST(Stage3Mpi, ModelStatesAreTheFormulasOneNth) {
   }
   ::testing::Test::RecordProperty("stage0_over_stage3", std::to_string(ratio));
 }
+
+// data_types.grad_accum_dtype bf16: the gradient partition in bf16 (2 psi / N, the paper's count),
+// rounded once per unit reduction and once per accumulation; losses to bf16 precision.
+TEST(Stage3Mpi, Bf16GradientsMatchOneProcess) {
+  auto s = base(3, 1, 2);
+  s.model_dtype = DType::bf16;
+  s.grad_dtype = DType::bf16;
+  s.overlap_comm = true;
+  compare(s, 12, 3e-3, 1e-2);
+  nn::GPT m(test::small_gpt());
+  zero::Engine e(m, s, &world_comm());
+  auto held = e.model_state_bytes(), f = e.model_state_formula();
+  const int W = world_comm().world();
+  const int64_t pad = (e.partition().padded - e.partition().numel) * 2;
+  EXPECT_NEAR(held.grads, f.grads, pad / W + 32) << "2 bytes per gradient, divided by the ranks";
+  EXPECT_NEAR(held.params, f.params, pad / W + 32);
+}
