@@ -1,10 +1,13 @@
-// core/allocator.cpp: 64-byte aligned host allocations, counted for memory accounting.
+// core/allocator.cpp: 64-byte aligned host allocations, counted for memory accounting; device
+// allocations go to the CUDA caching allocator (core/cuda/allocator.h; "built without CUDA" in a
+// CPU-only build).
 #include "core/allocator.h"
 
 #include <atomic>
 #include <cstdlib>
 #include <new>
 
+#include "core/cuda/allocator.h"
 #include "core/error.h"
 
 namespace zt {
@@ -15,8 +18,7 @@ constexpr size_t kHeader = kHostAlignment;
 }  // namespace
 
 void* alloc_bytes(size_t bytes, Device device) {
-  ZT_CHECK(device.is_cpu(), "alloc_bytes: device ", device.str(),
-           " needs the CUDA backend (this build has none for it yet)");
+  if (device.is_cuda()) return cuda::device_alloc(bytes, device.index);
   size_t total = (bytes + kHeader + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
   void* base = std::aligned_alloc(kHostAlignment, total);
   if (!base) throw Error(detail::str_cat("out of host memory allocating ", bytes, " bytes"));
@@ -27,6 +29,7 @@ void* alloc_bytes(size_t bytes, Device device) {
 
 void free_bytes(void* ptr, Device device) noexcept {
   if (!ptr) return;
+  if (device.is_cuda()) return cuda::device_free(ptr);
   char* base = static_cast<char*>(ptr) - kHeader;
   g_host_bytes -= *reinterpret_cast<size_t*>(base);
   std::free(base);

@@ -1,6 +1,11 @@
 // core/ops.cpp: argument checks and backend dispatch for the op set (core/ops.h).
 // Checks name the op and the offending shapes; a user who wires a layer wrong reads
 // "matmul: inner dims differ: a f32[8, 3] cpu (K = 3) vs b f32[4, 5] cpu (K = 4)".
+// Dispatch: each op asks `on_cuda` whether its tensors live on a GPU (all on one device, else an
+// error naming both) and then calls core/cuda/ops.h (f32/bf16/f16, dtypes checked by
+// `require_float_alike`) or core/cpu/kernels.h (f32). An op without a CUDA version (attention so
+// far) throws saying so: nothing falls back to the CPU silently. The lines marked `// cuda` are the
+// CUDA backend's.
 #include "core/ops.h"
 
 #include <omp.h>
@@ -9,6 +14,7 @@
 #include <initializer_list>
 
 #include "core/cpu/kernels.h"
+#include "core/cuda/ops.h"
 
 namespace zt::ops {
 namespace {
@@ -40,11 +46,43 @@ void require_rows_cols(const char* op, const Tensor& t, int64_t rows, int64_t co
 }
 void require_ids(const char* op, const Tensor& ids, int64_t limit, bool allow_negative) {
   ZT_CHECK(ids.dtype() == DType::i32, op, ": ids must be i32, got ", ids.str());
-  const int32_t* p = ids.data<int32_t>();
+  // cuda: ids on a GPU are checked on a host copy (a small sync; an out-of-range id would be an
+  // illegal address that kills the CUDA context). A device-side check is left for tuning.
+  Tensor host = ids;
+  if (ids.device().is_cuda()) {
+    host = Tensor::empty(ids.shape(), DType::i32);
+    cuda::copy(ids, host);
+  }
+  const int32_t* p = host.data<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {
     bool ok = (p[i] >= 0 || allow_negative) && p[i] < limit;
     ZT_CHECK(ok, op, ": id ", p[i], " at position ", i, " is out of range [0, ", limit, ")");
   }
+}
+
+// cuda: true when the op's tensors are on a GPU. All must be defined and on one device.
+bool on_cuda(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    ZT_CHECK(t->defined(), op, ": undefined tensor argument");
+    if (!first) first = t;
+    ZT_CHECK(t->device() == first->device(), op, ": tensors on different devices: ", first->str(),
+             " and ", t->str(), " (copy one over with ops::copy)");
+  }
+  return first && first->device().is_cuda();
+}
+// cuda: the float tensors of a CUDA op share one dtype, f32, bf16 or f16.
+void require_float_alike(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = *ts.begin();
+  for (const Tensor* t : ts) {
+    ZT_CHECK(is_floating(t->dtype()), op, ": expected an f32, bf16 or f16 tensor, got ", t->str());
+    ZT_CHECK(t->dtype() == first->dtype(), op, ": dtypes differ: ", first->str(), " vs ",
+             t->str(), " (on CUDA the op's float tensors share one dtype)");
+  }
+}
+[[noreturn]] void no_cuda_op(const char* op) {
+  throw Error(detail::str_cat(op, ": not implemented on CUDA yet (core/cuda/ops.h lists the ops "
+                              "that are); run it on the CPU or implement it"));
 }
 
 }  // namespace
@@ -56,6 +94,7 @@ void set_num_threads(int n) {
 }
 
 void fill(Tensor& t, float value) {
+  if (on_cuda("fill", {&t})) return cuda::fill(t, value);  // cuda
   require_cpu("fill", {&t});
   if (t.dtype() == DType::f32) {
     cpu::fill(mf(t), t.numel(), value);
@@ -69,46 +108,66 @@ void fill(Tensor& t, float value) {
 }
 
 void copy(const Tensor& src, Tensor& dst) {
-  require_cpu("copy", {&src, &dst});
+  ZT_CHECK(src.defined() && dst.defined(), "copy: undefined tensor argument");
   require_same_numel("copy", src, dst);
+  if (src.device().is_cuda() || dst.device().is_cuda()) return cuda::copy(src, dst);  // cuda
+  require_cpu("copy", {&src, &dst});
   cpu::cast(src.raw(), src.dtype(), dst.raw(), dst.dtype(), src.numel());
 }
 
 void add(const Tensor& a, const Tensor& b, Tensor& out) {
-  require_cpu("add", {&a, &b, &out});
-  require_f32("add", {&a, &b, &out});
+  const bool gpu = on_cuda("add", {&a, &b, &out});
   require_same_numel("add", a, b);
   require_same_numel("add", a, out);
+  if (gpu) {  // cuda
+    require_float_alike("add", {&a, &b, &out});
+    return cuda::add(a, b, out);
+  }
+  require_cpu("add", {&a, &b, &out});
+  require_f32("add", {&a, &b, &out});
   cpu::add(cf(a), cf(b), mf(out), a.numel());
 }
 
 void add_acc(const Tensor& x, Tensor& y) {
+  const bool gpu = on_cuda("add_acc", {&x, &y});
+  require_same_numel("add_acc", x, y);
+  if (gpu) {  // cuda
+    require_float_alike("add_acc", {&x, &y});
+    return cuda::axpy(1.f, x, y);
+  }
   require_cpu("add_acc", {&x, &y});
   require_f32("add_acc", {&x, &y});
-  require_same_numel("add_acc", x, y);
   cpu::axpy(1.f, cf(x), mf(y), x.numel());
 }
 
 void scale(Tensor& x, float s) {
+  if (on_cuda("scale", {&x})) return cuda::scale(x, s);  // cuda
   require_cpu("scale", {&x});
   require_f32("scale", {&x});
   cpu::scale(mf(x), x.numel(), s);
 }
 
 void axpy(float alpha, const Tensor& x, Tensor& y) {
+  const bool gpu = on_cuda("axpy", {&x, &y});
+  require_same_numel("axpy", x, y);
+  if (gpu) {  // cuda
+    require_float_alike("axpy", {&x, &y});
+    return cuda::axpy(alpha, x, y);
+  }
   require_cpu("axpy", {&x, &y});
   require_f32("axpy", {&x, &y});
-  require_same_numel("axpy", x, y);
   cpu::axpy(alpha, cf(x), mf(y), x.numel());
 }
 
 double sum_squares(const Tensor& x) {
+  if (on_cuda("sum_squares", {&x})) return cuda::sum_squares(x);  // cuda
   require_cpu("sum_squares", {&x});
   require_f32("sum_squares", {&x});
   return cpu::sum_squares(cf(x), x.numel());
 }
 
 bool all_finite(const Tensor& x) {
+  if (on_cuda("all_finite", {&x})) return cuda::all_finite(x);  // cuda
   require_cpu("all_finite", {&x});
   require_f32("all_finite", {&x});
   return cpu::all_finite(cf(x), x.numel());
@@ -116,8 +175,7 @@ bool all_finite(const Tensor& x) {
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, float alpha,
             float beta) {
-  require_cpu("matmul", {&a, &b, &out});
-  require_f32("matmul", {&a, &b, &out});
+  const bool gpu = on_cuda("matmul", {&a, &b, &out});
   ZT_CHECK(a.dim() >= 2 && b.dim() >= 2 && out.dim() >= 2, "matmul: operands must be at least 2-D: a ",
            a.str(), ", b ", b.str(), ", out ", out.str());
   int64_t m = ta ? a.size(-1) : a.size(-2);
@@ -135,58 +193,88 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, flo
   ZT_CHECK(bb == batch || b.dim() == 2, "matmul: b ", b.str(), " must be 2-D or have ", batch,
            " batches like a ", a.str());
   ZT_CHECK(!out.shares_storage(a) && !out.shares_storage(b), "matmul: out must not alias a or b");
+  if (gpu) {  // cuda
+    require_float_alike("matmul", {&a, &b, &out});
+    return cuda::matmul(a, b, out, batch, m, n, k, ta, tb, alpha, beta, b.dim() == 2);
+  }
+  require_cpu("matmul", {&a, &b, &out});
+  require_f32("matmul", {&a, &b, &out});
   cpu::gemm(cf(a), cf(b), mf(out), batch, m, n, k, ta, tb, alpha, beta, m * k,
             b.dim() == 2 ? 0 : k * n, m * n);
 }
 
 void bias_add(Tensor& x, const Tensor& bias) {
+  const bool gpu = on_cuda("bias_add", {&x, &bias});
+  require_rows_cols("bias_add", bias, 1, x.size(-1), "bias");
+  if (gpu) {  // cuda
+    require_float_alike("bias_add", {&x, &bias});
+    return cuda::bias_add(x, bias, rows_of(x), x.size(-1));
+  }
   require_cpu("bias_add", {&x, &bias});
   require_f32("bias_add", {&x, &bias});
-  require_rows_cols("bias_add", bias, 1, x.size(-1), "bias");
   cpu::bias_add(mf(x), cf(bias), rows_of(x), x.size(-1));
 }
 
 void bias_grad_acc(const Tensor& dy, Tensor& dbias) {
+  const bool gpu = on_cuda("bias_grad_acc", {&dy, &dbias});
+  require_rows_cols("bias_grad_acc", dbias, 1, dy.size(-1), "dbias");
+  if (gpu) {  // cuda
+    require_float_alike("bias_grad_acc", {&dy, &dbias});
+    return cuda::bias_grad_acc(dy, dbias, rows_of(dy), dy.size(-1));
+  }
   require_cpu("bias_grad_acc", {&dy, &dbias});
   require_f32("bias_grad_acc", {&dy, &dbias});
-  require_rows_cols("bias_grad_acc", dbias, 1, dy.size(-1), "dbias");
   cpu::bias_grad_acc(cf(dy), mf(dbias), rows_of(dy), dy.size(-1));
 }
 
 void gelu_forward(const Tensor& x, Tensor& out) {
+  const bool gpu = on_cuda("gelu_forward", {&x, &out});
+  require_same_numel("gelu_forward", x, out);
+  if (gpu) {  // cuda
+    require_float_alike("gelu_forward", {&x, &out});
+    return cuda::gelu_forward(x, out);
+  }
   require_cpu("gelu_forward", {&x, &out});
   require_f32("gelu_forward", {&x, &out});
-  require_same_numel("gelu_forward", x, out);
   cpu::gelu_forward(cf(x), mf(out), x.numel());
 }
 
 void gelu_backward(const Tensor& x, const Tensor& dout, Tensor& dx) {
-  require_cpu("gelu_backward", {&x, &dout, &dx});
-  require_f32("gelu_backward", {&x, &dout, &dx});
+  const bool gpu = on_cuda("gelu_backward", {&x, &dout, &dx});
   require_same_numel("gelu_backward", x, dout);
   require_same_numel("gelu_backward", x, dx);
+  if (gpu) {  // cuda
+    require_float_alike("gelu_backward", {&x, &dout, &dx});
+    return cuda::gelu_backward(x, dout, dx);
+  }
+  require_cpu("gelu_backward", {&x, &dout, &dx});
+  require_f32("gelu_backward", {&x, &dout, &dx});
   cpu::gelu_backward(cf(x), cf(dout), mf(dx), x.numel());
 }
 
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& out,
                        Tensor& mean, Tensor& rstd, float eps) {
   const char* op = "layernorm_forward";
-  require_cpu(op, {&x, &w, &b, &out, &mean, &rstd});
-  require_f32(op, {&x, &w, &b, &out, &mean, &rstd});
+  const bool gpu = on_cuda(op, {&x, &w, &b, &out, &mean, &rstd});
   int64_t cols = x.size(-1), rows = rows_of(x);
   require_rows_cols(op, w, 1, cols, "weight");
   require_rows_cols(op, b, 1, cols, "bias");
   require_rows_cols(op, out, rows, cols, "out");
   ZT_CHECK(mean.numel() == rows && rstd.numel() == rows, op, ": mean/rstd must hold ", rows,
            " values, got ", mean.str(), " and ", rstd.str());
+  if (gpu) {  // cuda
+    require_float_alike(op, {&x, &w, &b, &out});
+    return cuda::layernorm_forward(x, w, b, out, mean, rstd, rows, cols, eps);
+  }
+  require_cpu(op, {&x, &w, &b, &out, &mean, &rstd});
+  require_f32(op, {&x, &w, &b, &out, &mean, &rstd});
   cpu::layernorm_forward(cf(x), cf(w), cf(b), mf(out), mf(mean), mf(rstd), rows, cols, eps);
 }
 
 void layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& mean,
                         const Tensor& rstd, Tensor& dx, Tensor& dw, Tensor& db) {
   const char* op = "layernorm_backward";
-  require_cpu(op, {&dout, &x, &w, &mean, &rstd, &dx, &dw, &db});
-  require_f32(op, {&dout, &x, &w, &mean, &rstd, &dx, &dw, &db});
+  const bool gpu = on_cuda(op, {&dout, &x, &w, &mean, &rstd, &dx, &dw, &db});
   int64_t cols = x.size(-1), rows = rows_of(x);
   require_rows_cols(op, dout, rows, cols, "dout");
   require_rows_cols(op, dx, rows, cols, "dx");
@@ -195,22 +283,38 @@ void layernorm_backward(const Tensor& dout, const Tensor& x, const Tensor& w, co
   require_rows_cols(op, db, 1, cols, "dbias");
   ZT_CHECK(mean.numel() == rows && rstd.numel() == rows, op, ": mean/rstd must hold ", rows,
            " values");
+  if (gpu) {  // cuda
+    require_float_alike(op, {&dout, &x, &w, &dx, &dw, &db});
+    return cuda::layernorm_backward(dout, x, w, mean, rstd, dx, dw, db, rows, cols);
+  }
+  require_cpu(op, {&dout, &x, &w, &mean, &rstd, &dx, &dw, &db});
+  require_f32(op, {&dout, &x, &w, &mean, &rstd, &dx, &dw, &db});
   cpu::layernorm_backward(cf(dout), cf(x), cf(w), cf(mean), cf(rstd), mf(dx), mf(dw), mf(db), rows,
                           cols);
 }
 
 void softmax_forward(const Tensor& x, Tensor& out) {
+  const bool gpu = on_cuda("softmax_forward", {&x, &out});
+  require_rows_cols("softmax_forward", out, rows_of(x), x.size(-1), "out");
+  if (gpu) {  // cuda
+    require_float_alike("softmax_forward", {&x, &out});
+    return cuda::softmax_forward(x, out, rows_of(x), x.size(-1));
+  }
   require_cpu("softmax_forward", {&x, &out});
   require_f32("softmax_forward", {&x, &out});
-  require_rows_cols("softmax_forward", out, rows_of(x), x.size(-1), "out");
   cpu::softmax_forward(cf(x), mf(out), rows_of(x), x.size(-1));
 }
 
 void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
-  require_cpu("softmax_backward", {&y, &dy, &dx});
-  require_f32("softmax_backward", {&y, &dy, &dx});
+  const bool gpu = on_cuda("softmax_backward", {&y, &dy, &dx});
   require_rows_cols("softmax_backward", dy, rows_of(y), y.size(-1), "dy");
   require_rows_cols("softmax_backward", dx, rows_of(y), y.size(-1), "dx");
+  if (gpu) {  // cuda
+    require_float_alike("softmax_backward", {&y, &dy, &dx});
+    return cuda::softmax_backward(y, dy, dx, rows_of(y), y.size(-1));
+  }
+  require_cpu("softmax_backward", {&y, &dy, &dx});
+  require_f32("softmax_backward", {&y, &dy, &dx});
   cpu::softmax_backward(cf(y), cf(dy), mf(dx), rows_of(y), y.size(-1));
 }
 
@@ -229,6 +333,7 @@ void check_attention(const char* op, const Tensor& qkv, int n_head, int64_t& B, 
 
 void attention_forward(const Tensor& qkv, int n_head, Tensor& out, Tensor& probs) {
   const char* op = "attention_forward";
+  if (on_cuda(op, {&qkv, &out, &probs})) no_cuda_op(op);  // cuda: cuDNN SDPA, not yet
   require_cpu(op, {&qkv, &out, &probs});
   require_f32(op, {&qkv, &out, &probs});
   int64_t B, T, C;
@@ -243,6 +348,7 @@ void attention_forward(const Tensor& qkv, int n_head, Tensor& out, Tensor& probs
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int n_head,
                         Tensor& dqkv) {
   const char* op = "attention_backward";
+  if (on_cuda(op, {&dout, &qkv, &probs, &dqkv})) no_cuda_op(op);  // cuda: cuDNN SDPA, not yet
   require_cpu(op, {&dout, &qkv, &probs, &dqkv});
   require_f32(op, {&dout, &qkv, &probs, &dqkv});
   int64_t B, T, C;
@@ -256,46 +362,66 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& pro
 
 void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
   const char* op = "embedding_forward";
-  require_cpu(op, {&ids, &table, &out});
-  require_f32(op, {&table, &out});
+  const bool gpu = on_cuda(op, {&ids, &table, &out});
   ZT_CHECK(table.dim() == 2, op, ": table must be [V, C], got ", table.str());
   require_ids(op, ids, table.size(0), false);
   require_rows_cols(op, out, ids.numel(), table.size(1), "out");
+  if (gpu) {  // cuda
+    require_float_alike(op, {&table, &out});
+    return cuda::embedding_forward(ids, table, out);
+  }
+  require_cpu(op, {&ids, &table, &out});
+  require_f32(op, {&table, &out});
   cpu::embedding_forward(ids.data<int32_t>(), cf(table), mf(out), ids.numel(), table.size(1));
 }
 
 void embedding_backward_acc(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
   const char* op = "embedding_backward_acc";
-  require_cpu(op, {&ids, &dout, &dtable});
-  require_f32(op, {&dout, &dtable});
+  const bool gpu = on_cuda(op, {&ids, &dout, &dtable});
   ZT_CHECK(dtable.dim() == 2, op, ": dtable must be [V, C], got ", dtable.str());
   require_ids(op, ids, dtable.size(0), false);
   require_rows_cols(op, dout, ids.numel(), dtable.size(1), "dout");
+  if (gpu) {  // cuda
+    require_float_alike(op, {&dout, &dtable});
+    return cuda::embedding_backward_acc(ids, dout, dtable);
+  }
+  require_cpu(op, {&ids, &dout, &dtable});
+  require_f32(op, {&dout, &dtable});
   cpu::embedding_backward_acc(ids.data<int32_t>(), cf(dout), mf(dtable), ids.numel(),
                               dtable.size(1));
 }
 
 float cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& probs) {
   const char* op = "cross_entropy_forward";
-  require_cpu(op, {&logits, &targets, &probs});
-  require_f32(op, {&logits, &probs});
+  const bool gpu = on_cuda(op, {&logits, &targets, &probs});
   int64_t V = logits.size(-1), N = rows_of(logits);
   ZT_CHECK(targets.numel() == N, op, ": ", targets.numel(), " targets for ", N, " rows of logits ",
            logits.str());
   require_ids(op, targets, V, true);
   require_rows_cols(op, probs, N, V, "probs");
+  if (gpu) {  // cuda
+    require_float_alike(op, {&logits, &probs});
+    return cuda::cross_entropy_forward(logits, targets, probs, N, V);
+  }
+  require_cpu(op, {&logits, &targets, &probs});
+  require_f32(op, {&logits, &probs});
   return cpu::cross_entropy_forward(cf(logits), targets.data<int32_t>(), mf(probs), N, V);
 }
 
 void cross_entropy_backward(const Tensor& probs, const Tensor& targets, float dloss,
                             Tensor& dlogits) {
   const char* op = "cross_entropy_backward";
-  require_cpu(op, {&probs, &targets, &dlogits});
-  require_f32(op, {&probs, &dlogits});
+  const bool gpu = on_cuda(op, {&probs, &targets, &dlogits});
   int64_t V = probs.size(-1), N = rows_of(probs);
   ZT_CHECK(targets.numel() == N && targets.dtype() == DType::i32, op, ": targets ", targets.str(),
            " should be i32 with ", N, " elements");
   require_rows_cols(op, dlogits, N, V, "dlogits");
+  if (gpu) {  // cuda
+    require_float_alike(op, {&probs, &dlogits});
+    return cuda::cross_entropy_backward(probs, targets, dloss, dlogits, N, V);
+  }
+  require_cpu(op, {&probs, &targets, &dlogits});
+  require_f32(op, {&probs, &dlogits});
   cpu::cross_entropy_backward(cf(probs), targets.data<int32_t>(), dloss, mf(dlogits), N, V);
 }
 

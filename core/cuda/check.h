@@ -1,4 +1,5 @@
-// core/cuda/check.h: ZT_CUDA_CHECK, the checking macro every CUDA runtime call goes through.
+// core/cuda/check.h: the checking macros every CUDA runtime, cuBLAS and cuBLASLt call goes through
+// (CONVENTIONS.md 7): one thin macro per library, one [[noreturn]] helper that throws zt::CudaError.
 //
 //   ZT_CUDA_CHECK(cudaMalloc(&p, bytes));   // throws zt::CudaError on failure
 //   ZT_CUDA_CHECK_LAST();                    // after a kernel launch: launch-configuration errors
@@ -12,12 +13,20 @@
 // carries on does not see it again at the next launch. (Sticky errors, such as an illegal address
 // in a kernel, cannot be cleared: the context is dead and every later call reports them too.)
 //
+// cuBLAS and cuBLASLt share cublasStatus_t; their macros differ only in the library named:
+//   ZT_CUBLAS_CHECK(cublasCreate(&h));
+//   ZT_CUBLASLT_CHECK(cublasLtMatmul(...));
+//   -> core/cuda/blas.cpp:88: cublasLtMatmul(...) failed: cuBLASLt CUBLAS_STATUS_NOT_SUPPORTED (15):
+//      the functionality requested is not supported
+// (cuDNN and NCCL get theirs with their first users: attention and comm/nccl.)
+//
 // This header includes cuda_runtime.h: include it only from .cu files and other CUDA-only sources,
 // never from a public header (core/cuda/device.h is the public face).
 #pragma once
 
 #include "core/error.h"
 
+#include <cublas_api.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -43,6 +52,13 @@ inline void warn_cuda_error(cudaError_t err, const char* stmt, const char* file,
                cuda_error_message(err, stmt, file, line).c_str());
 }
 
+[[noreturn]] inline void throw_cublas_error(cublasStatus_t st, const char* lib, const char* stmt,
+                                            const char* file, int line) {
+  throw ::zt::CudaError(::zt::detail::str_cat(file, ":", line, ": ", stmt, " failed: ", lib, " ",
+                                              cublasGetStatusName(st), " (", static_cast<int>(st),
+                                              "): ", cublasGetStatusString(st)));
+}
+
 }  // namespace zt::cuda::detail
 
 #define ZT_CUDA_CHECK(stmt)                                                          \
@@ -61,3 +77,12 @@ inline void warn_cuda_error(cudaError_t err, const char* stmt, const char* file,
 
 // After a kernel launch: reports a bad launch configuration (or an earlier sticky error).
 #define ZT_CUDA_CHECK_LAST() ZT_CUDA_CHECK(cudaGetLastError())
+
+#define ZT_CUBLAS_CHECK_AS_(lib, stmt)                                                         \
+  do {                                                                                          \
+    const cublasStatus_t zt_cublas_st_ = (stmt);                                                \
+    if (zt_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                                 \
+      ::zt::cuda::detail::throw_cublas_error(zt_cublas_st_, lib, #stmt, __FILE__, __LINE__);    \
+  } while (0)
+#define ZT_CUBLAS_CHECK(stmt) ZT_CUBLAS_CHECK_AS_("cuBLAS", stmt)
+#define ZT_CUBLASLT_CHECK(stmt) ZT_CUBLAS_CHECK_AS_("cuBLASLt", stmt)
