@@ -221,21 +221,36 @@ float compress_with_feedback(float* x, float* error, int64_t n, uint8_t* bits) {
 }
 
 CompressedAllReduce::CompressedAllReduce(Communicator& comm, int64_t n)
-    : comm_(comm), world_(comm.world()), rank_(comm.rank()), n_(n) {
-  ZT_CHECK(n >= 0, "CompressedAllReduce: negative size ", n);
-  // chunk: ceil(n / world) rounded up to a multiple of 32 (whole int32 words of signs), at least 32
-  const int64_t per = (n + world_ - 1) / world_;
-  chunk_ = std::max<int64_t>(32, (per + 31) / 32 * 32);
-  words_ = 1 + chunk_ / 32;
+    : CompressedAllReduce(comm, std::vector<int64_t>{n}) {}
+
+CompressedAllReduce::CompressedAllReduce(Communicator& comm, const std::vector<int64_t>& pieces)
+    : comm_(comm), world_(comm.world()), rank_(comm.rank()) {
+  for (int64_t k : pieces) {
+    ZT_CHECK(k >= 0, "CompressedAllReduce: negative piece size ", k);
+    if (k > 0) size_.push_back(k);
+  }
+  if (size_.empty()) size_.push_back(0);  // nothing to send but the collectives still run
+  for (int64_t k : size_) {
+    // chunk: ceil(k / world) rounded up to a multiple of 8 (whole bytes of signs), at least 8
+    const int64_t per = (k + world_ - 1) / world_;
+    const int64_t chunk = std::max<int64_t>(8, (per + 7) / 8 * 8);
+    offset_.push_back(n_);
+    coff_.push_back(server_);
+    chunk_.push_back(chunk);
+    n_ += k;
+    server_ += chunk;
+  }
+  words_ = static_cast<int64_t>(size_.size()) + (server_ + 31) / 32;
   worker_error_.assign(static_cast<size_t>(padded()), 0.f);
-  server_error_.assign(static_cast<size_t>(chunk_), 0.f);
+  server_error_.assign(static_cast<size_t>(server_), 0.f);
   x_.assign(static_cast<size_t>(padded()), 0.f);
-  y_.assign(static_cast<size_t>(chunk_), 0.f);
-  // The message buffers, reused by every run() (allocating them per call cost page faults).
+  y_.assign(static_cast<size_t>(server_), 0.f);
+  // The message buffers, reused by every run() (allocating them per call cost page faults). Zeros:
+  // the bytes after the last piece's signs are never written and go out as zeros.
   all_bits_.assign(static_cast<size_t>(padded() / 8), 0);
-  send_ = Tensor::empty({world_ * words_}, DType::i32);
-  recv_ = Tensor::empty({world_ * words_}, DType::i32);
-  gathered_ = Tensor::empty({world_ * words_}, DType::i32);
+  send_ = Tensor::zeros({world_ * words_}, DType::i32);
+  recv_ = Tensor::zeros({world_ * words_}, DType::i32);
+  gathered_ = Tensor::zeros({world_ * words_}, DType::i32);
 }
 
 void CompressedAllReduce::reset_errors() {
@@ -248,59 +263,67 @@ int64_t CompressedAllReduce::bytes_sent_per_call() const {
 }
 
 namespace {
-// A block: word 0 holds the scale's bits, words 1.. the packed signs.
-void put_scale(int32_t* block, float s) { std::memcpy(block, &s, sizeof s); }
-float get_scale(const int32_t* block) {
+// A block: words [0, T) hold the pieces' scales, the words after them the packed signs.
+void put_scale(int32_t* block, int64_t t, float s) { std::memcpy(block + t, &s, sizeof s); }
+float get_scale(const int32_t* block, int64_t t) {
   float s;
-  std::memcpy(&s, block, sizeof s);
+  std::memcpy(&s, block + t, sizeof s);
   return s;
 }
-uint8_t* sign_bytes(int32_t* block) { return reinterpret_cast<uint8_t*>(block + 1); }
 }  // namespace
 
 void CompressedAllReduce::run(float* buf) {
-  const int64_t P = padded();
-  // Worker: compensate, compress the whole buffer with one scale, cut the signs into chunks.
-  std::copy(buf, buf + n_, x_.begin());
-  std::fill(x_.begin() + n_, x_.end(), 0.f);
-  Tensor& send = send_;
-  Tensor& recv = recv_;
-  int32_t* sb = send.data<int32_t>();
-  // The signs of the whole buffer, then cut into the blocks: chunk r's signs go to block r's
-  // word 1 (chunk is a multiple of 32, so chunks never share a byte).
-  std::vector<uint8_t>& all_bits = all_bits_;
-  const float s = compress_with_feedback(x_.data(), worker_error_.data(), P, all_bits.data());
-  for (int r = 0; r < world_; ++r) {
-    int32_t* block = sb + r * words_;
-    put_scale(block, s);
-    std::memcpy(sign_bytes(block), all_bits.data() + r * chunk_ / 8,
-                static_cast<size_t>(chunk_ / 8));
+  const int64_t T = pieces();
+  int32_t* sb = send_.data<int32_t>();
+  const auto signs = [T](int32_t* block) { return reinterpret_cast<uint8_t*>(block + T); };
+  const auto csigns = [T](const int32_t* block) {
+    return reinterpret_cast<const uint8_t*>(block + T);
+  };
+  // Worker: per piece, compensate and compress the padded piece with its own scale, then cut its
+  // signs into the world chunks: chunk r of piece t goes to block r at the piece's byte offset
+  // (chunks are whole bytes, so they never share one).
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = size_[t], c = chunk_[t], at = world_ * coff_[t];
+    float* x = x_.data() + at;
+    std::copy(buf + offset_[t], buf + offset_[t] + k, x);
+    std::fill(x + k, x + world_ * c, 0.f);
+    uint8_t* bits = all_bits_.data() + at / 8;
+    const float s = compress_with_feedback(x, worker_error_.data() + at, world_ * c, bits);
+    for (int r = 0; r < world_; ++r) {
+      int32_t* block = sb + r * words_;
+      put_scale(block, t, s);
+      std::memcpy(signs(block) + coff_[t] / 8, bits + r * c / 8, static_cast<size_t>(c / 8));
+    }
   }
-  comm_.all_to_all(send, recv)->wait();  // phase 1: rank r gets chunk r of every worker
+  comm_.all_to_all(send_, recv_)->wait();  // phase 1: rank r gets chunk r of every worker
 
-  // Server: average the decompressed chunks of all workers, compensate, recompress.
-  const int32_t* rb = recv.data<int32_t>();
-  std::fill(y_.begin(), y_.end(), 0.f);
+  // Server: per piece, average the decompressed chunks of all workers, compensate, recompress.
+  const int32_t* rb = recv_.data<int32_t>();
+  int32_t* own = gathered_.data<int32_t>() + rank_ * words_;
   const float inv_world = 1.f / static_cast<float>(world_);
-  for (int r = 0; r < world_; ++r) {
-    const int32_t* block = rb + r * words_;
-    const float sr = get_scale(block) * inv_world;
-    accumulate_signs(reinterpret_cast<const uint8_t*>(block + 1), chunk_, sr, y_.data());
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t c = chunk_[t], o = coff_[t];
+    float* y = y_.data() + o;
+    std::fill(y, y + c, 0.f);
+    for (int r = 0; r < world_; ++r) {
+      const int32_t* block = rb + r * words_;
+      accumulate_signs(csigns(block) + o / 8, c, get_scale(block, t) * inv_world, y);
+    }
+    put_scale(own, t, compress_with_feedback(y, server_error_.data() + o, c, signs(own) + o / 8));
   }
-  Tensor& gathered = gathered_;
-  int32_t* own = gathered.data<int32_t>() + rank_ * words_;
-  put_scale(own, compress_with_feedback(y_.data(), server_error_.data(), chunk_, sign_bytes(own)));
-  Tensor own_t = gathered.flat_view(rank_ * words_, {words_});
-  comm_.all_gather(own_t, gathered)->wait();  // phase 2: every rank gets every server's chunk
+  Tensor own_t = gathered_.flat_view(rank_ * words_, {words_});
+  comm_.all_gather(own_t, gathered_)->wait();  // phase 2: every rank gets every server's chunks
 
-  // Everyone: decompress the servers' chunks into buf (the padding is dropped).
-  const int32_t* gb = gathered.data<int32_t>();
+  // Everyone: decompress chunk r of every piece from server r's block (the padding is dropped).
+  const int32_t* gb = gathered_.data<int32_t>();
   for (int r = 0; r < world_; ++r) {
-    const int64_t lo = r * chunk_;
-    if (lo >= n_) break;
     const int32_t* block = gb + r * words_;
-    unpack_signs(reinterpret_cast<const uint8_t*>(block + 1), std::min(chunk_, n_ - lo),
-                 get_scale(block), buf + lo);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t c = chunk_[t], lo = r * c;
+      if (lo >= size_[t]) continue;
+      unpack_signs(csigns(block) + coff_[t] / 8, std::min(c, size_[t] - lo), get_scale(block, t),
+                   buf + offset_[t] + lo);
+    }
   }
 }
 

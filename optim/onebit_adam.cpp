@@ -54,11 +54,11 @@ class OneBitAdam final : public Optimizer {
   void init(int64_t n) override {
     n_ = n;
     adam_->init(n);
-    compressor_.set(comm_, n_);
+    compressor_.set(comm_, n_, true);
   }
   void set_communicator(comm::Communicator* c) override {
     comm_ = c;
-    compressor_.set(comm_, n_);
+    compressor_.set(comm_, n_, true);
   }
   bool reduces_own_gradients() const override { return step_count() >= p_.freeze_step; }
 
@@ -79,7 +79,7 @@ class OneBitAdam final : public Optimizer {
     detail::for_chunks(n, [&](int64_t lo, int64_t hi) {
       detail::momentum_update(k0, m + lo, grads + lo, hi - lo);
     });
-    compressor_.run(m);  // every rank now holds the same (compressed) average momentum
+    compressor_.run(m, segments);  // every rank now holds the same (compressed) average momentum
     for (const Segment& s : segments) {
       const float wd = s.decay ? p_.weight_decay : 0.f;
       const detail::AdamStep k = detail::AdamStep::make(p_.beta1, p_.beta2, p_.eps, lr, wd, bc1, bc2);

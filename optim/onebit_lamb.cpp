@@ -59,11 +59,11 @@ class OneBitLamb final : public Optimizer {
     m_.assign(static_cast<size_t>(n), 0.f);
     v_.assign(static_cast<size_t>(n), 0.f);
     v_fresh_.assign(static_cast<size_t>(n), 0.f);
-    compressor_.set(comm_, n_);
+    compressor_.set(comm_, n_, false);
   }
   void set_communicator(comm::Communicator* c) override {
     comm_ = c;
-    compressor_.set(comm_, n_);
+    compressor_.set(comm_, n_, false);
   }
   bool reduces_own_gradients() const override { return t_ >= p_.freeze_step; }
   bool uses_tensor_stats() const override { return true; }
@@ -235,7 +235,7 @@ class OneBitLamb final : public Optimizer {
       for (int64_t i = s.offset; i < s.offset + s.size; ++i)
         m[i] = (b1 * m[i] + (1.f - b1) * grads[i]) * c;
     }
-    compressor_.run(m);
+    compressor_.run(m, segments);
     const float inv_bc1 =
         static_cast<float>(1.0 / detail::bias_correction(p_.bias_correction, b1, t_));
     const float inv_bc2 =

@@ -181,9 +181,12 @@ struct OptimizerParams {
   LambParams lamb;      // kind lamb
   OneBitParams onebit;  // kinds onebit_adam, zero_one_adam, onebit_lamb
 };
-// Whether the kind needs one Segment per model tensor (Segment::tensor set): Lamb and OneBitLamb.
+// Whether the kind needs one Segment per model tensor (Segment::tensor set): Lamb and OneBitLamb
+// (per-tensor trust ratios), and [1-bit scale granularity] OneBitAdam and ZeroOneAdam, which
+// compress each tensor with its own scales as DeepSpeed does (comm/compressed.h).
 inline bool per_tensor_segments(OptimizerKind k) {
-  return k == OptimizerKind::lamb || k == OptimizerKind::onebit_lamb;
+  return k == OptimizerKind::lamb || k == OptimizerKind::onebit_lamb ||
+         k == OptimizerKind::onebit_adam || k == OptimizerKind::zero_one_adam;
 }
 inline bool is_onebit(OptimizerKind k) {
   return k == OptimizerKind::onebit_adam || k == OptimizerKind::zero_one_adam ||

@@ -63,11 +63,11 @@ class ZeroOneAdam final : public Optimizer {
     v_.assign(static_cast<size_t>(n), 0.f);
     u_.assign(static_cast<size_t>(n), 0.f);
     gbuf_.clear();
-    compressor_.set(comm_, n_);
+    compressor_.set(comm_, n_, true);
   }
   void set_communicator(comm::Communicator* c) override {
     comm_ = c;
-    compressor_.set(comm_, n_);
+    compressor_.set(comm_, n_, true);
   }
   bool reduces_own_gradients() const override {
     const int64_t next = t_ + 1;
@@ -84,7 +84,7 @@ class ZeroOneAdam final : public Optimizer {
     const float* g = grads;
     if (!frozen && !full && compressor_.active()) {  // 1-bit step: average the gradient, 1 bit
       gbuf_.assign(grads, grads + n);
-      compressor_.run(gbuf_.data());
+      compressor_.run(gbuf_.data(), segments);
       g = gbuf_.data();
     }
     const double bc1 = detail::bias_correction(p_.bias_correction, p_.beta1, t_);
@@ -202,7 +202,7 @@ class ZeroOneAdam final : public Optimizer {
       for (int64_t i = s.offset; i < s.offset + s.size; ++i) params[i] -= u[i];
 #pragma omp parallel for schedule(static) if (n_ >= (1 << 16))
     for (int64_t i = 0; i < n_; ++i) u[i] *= k.denom(v[i]);
-    compressor_.run(u);
+    compressor_.run(u, segments);
     const float m_scale = static_cast<float>(-bc1 / lrs_);
     float* m = m_.data();
 #pragma omp parallel for schedule(static) if (n_ >= (1 << 16))

@@ -1,6 +1,7 @@
 // optim/detail/onebit_common.h: what the three 1-bit optimizers share (private to optim/): the
 // Adam update in the exact rounding of optim/adam.cpp (so that their uncompressed steps give
-// Adam's bits), and the optimizer's handle on the compressed all-reduce.
+// Adam's bits), and the optimizer's handle on the compressed all-reduce (one piece per tensor, or
+// the whole buffer).
 #pragma once
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
@@ -18,6 +19,7 @@
 
 #include "comm/communicator.h"
 #include "comm/compressed.h"
+#include "optim/optimizer.h"
 
 namespace zt::optim::detail {
 
@@ -143,43 +145,97 @@ inline double get_double(const std::vector<float>& v, size_t at) {
   return x;
 }
 
+// The pieces compressed with their own scales (comm/compressed.h, "Scale granularity"): one per
+// model tensor, as DeepSpeed's OnebitAdam and ZeroOneAdam compress each parameter on its own.
+// A piece starts where a segment's tensor differs from the previous segment's (or is -1: runs
+// merged for Adam, taken as one piece each); span elements before the first segment or between
+// segments join the piece before them (the engine's segments cover the span). No segments: one
+// piece.
+inline std::vector<int64_t> tensor_pieces(const std::vector<Segment>& segments, int64_t n) {
+  std::vector<int64_t> starts;
+  int64_t prev = -2;
+  for (const Segment& s : segments) {
+    if (s.size <= 0) continue;
+    if (s.tensor < 0 || s.tensor != prev) starts.push_back(s.offset);
+    prev = s.tensor;
+  }
+  if (starts.empty()) return {n};
+  starts.front() = 0;
+  std::vector<int64_t> sizes;
+  for (size_t i = 0; i < starts.size(); ++i)
+    sizes.push_back((i + 1 < starts.size() ? starts[i + 1] : n) - starts[i]);
+  return sizes;
+}
+
 // The compressed all-reduce of one optimizer (its error buffers persist across steps). Inactive
-// without a communicator or with one rank: DeepSpeed skips the compression then too.
+// without a communicator or with one rank: DeepSpeed skips the compression then too. The pieces
+// come from the first run()'s segments (the optimizer does not see the tensors before step()),
+// so the CompressedAllReduce is built then; error buffers loaded from a checkpoint before it
+// wait in pending_* and are adopted when their sizes fit the layout (else they restart at zero).
 class Compressor {
  public:
-  void set(comm::Communicator* c, int64_t n) {
+  // per_tensor: one piece per tensor (OneBitAdam, ZeroOneAdam); false: the whole buffer one piece
+  // (OneBitLamb: DeepSpeed compresses its fused momentum buffer in one call).
+  void set(comm::Communicator* c, int64_t n, bool per_tensor) {
     comm_ = c;
+    n_ = n;
+    per_tensor_ = per_tensor;
     car_.reset();
-    if (c != nullptr && c->world() > 1) car_ = std::make_unique<comm::CompressedAllReduce>(*c, n);
+    pending_worker_.clear();
+    pending_server_.clear();
   }
-  bool active() const { return car_ != nullptr; }
-  void run(float* buf) {
-    if (car_) car_->run(buf);
+  bool active() const { return comm_ != nullptr && comm_->world() > 1; }
+  void run(float* buf, const std::vector<Segment>& segments) {
+    if (!active()) return;
+    if (!car_) build(segments);
+    car_->run(buf);
   }
   void reset_errors() {
     if (car_) car_->reset_errors();
+    pending_worker_.clear();
+    pending_server_.clear();
   }
   comm::CompressedAllReduce* get() { return car_.get(); }
 
-  // Checkpoints: the error buffers as rank state (none with one rank), and after a load either
-  // keep what was read (restored, sizes intact) or restart from zero.
+  // Checkpoints: the error buffers as rank state (none with one rank; empty before the first
+  // compressed step: zeros), and after a load either keep what was read (restored, sizes
+  // intact) or restart from zero.
   using NamedBuffers = std::vector<std::pair<std::string, std::vector<float>*>>;
   void add_rank_state(NamedBuffers& out) {
-    if (!car_) return;
-    out.emplace_back("worker_error", car_->mutable_worker_error());
-    out.emplace_back("server_error", car_->mutable_server_error());
+    if (!active()) return;
+    out.emplace_back("worker_error", car_ ? car_->mutable_worker_error() : &pending_worker_);
+    out.emplace_back("server_error", car_ ? car_->mutable_server_error() : &pending_server_);
   }
   void loaded(bool restored) {
-    if (!car_) return;
+    if (!active()) return;
+    if (!car_) {
+      if (!restored) reset_errors();
+      return;  // adopted (or dropped) by build()
+    }
     if (!restored || !car_->errors_sized()) {
       car_->mutable_worker_error()->assign(static_cast<size_t>(car_->padded()), 0.f);
-      car_->mutable_server_error()->assign(static_cast<size_t>(car_->chunk()), 0.f);
+      car_->mutable_server_error()->assign(static_cast<size_t>(car_->server_size()), 0.f);
     }
   }
 
  private:
+  void build(const std::vector<Segment>& segments) {
+    car_ = std::make_unique<comm::CompressedAllReduce>(
+        *comm_, per_tensor_ ? tensor_pieces(segments, n_) : std::vector<int64_t>{n_});
+    if (static_cast<int64_t>(pending_worker_.size()) == car_->padded() &&
+        static_cast<int64_t>(pending_server_.size()) == car_->server_size()) {
+      *car_->mutable_worker_error() = std::move(pending_worker_);
+      *car_->mutable_server_error() = std::move(pending_server_);
+    }
+    pending_worker_.clear();
+    pending_server_.clear();
+  }
+
   comm::Communicator* comm_ = nullptr;
+  int64_t n_ = 0;
+  bool per_tensor_ = true;
   std::unique_ptr<comm::CompressedAllReduce> car_;
+  std::vector<float> pending_worker_, pending_server_;
 };
 
 }  // namespace zt::optim::detail

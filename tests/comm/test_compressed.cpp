@@ -1,10 +1,14 @@
 // tests/comm/test_compressed.cpp: sign packing (exact bits and order), all_to_all, and the 1-bit
 // compressed all-reduce with error feedback (comm/compressed.h): identical results on every rank,
-// and the average over T calls converging to the exact mean like 1/T. Runs at 1, 2 and 4 ranks.
+// a buffer cut into pieces (one per tensor) against a plain-code simulation of DeepSpeed's
+// per-tensor scheme on all ranks (bit for bit) and against one all-reduce per piece, the wire
+// format's size, and the average over T calls converging to the exact mean like 1/T. Runs at 1, 2
+// and 4 ranks.
 #include "comm/compressed.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -144,7 +148,8 @@ TEST(CompressedAllReduce, SameResultOnEveryRankAndSizes) {
   Communicator& c = comm();
   for (int64_t n : {1, 31, 1000, 4099}) {
     CompressedAllReduce car(c, n);
-    EXPECT_EQ(car.chunk() % 32, 0);
+    EXPECT_EQ(car.pieces(), 1);
+    EXPECT_EQ(car.chunk(0) % 8, 0);
     EXPECT_GE(car.padded(), n);
     std::vector<float> x = random_vec(n, 17u + static_cast<uint32_t>(c.rank()));
     car.run(x.data());
@@ -155,6 +160,138 @@ TEST(CompressedAllReduce, SameResultOnEveryRankAndSizes) {
     int64_t diff = 0;
     for (int64_t i = 0; i < n; ++i) diff += t.data<float>()[i] != t0.data<float>()[i];
     EXPECT_EQ(diff, 0) << "n=" << n;
+  }
+}
+
+// Pieces of very different sizes and magnitudes (a matrix, a bias, a one-element tensor...), the
+// tails of every kernel included.
+const std::vector<int64_t> kPieces = {1000, 37, 1, 64, 4099, 8};
+int64_t total(const std::vector<int64_t>& pieces) {
+  int64_t n = 0;
+  for (int64_t k : pieces) n += k;
+  return n;
+}
+// Rank q's input to call `call`: piece t scaled by 10^(t % 3 - 1) (one scale for all would fit
+// none of them).
+std::vector<float> piece_input(int q, int call) {
+  std::vector<float> v = random_vec(
+      total(kPieces), 1000u + 37u * static_cast<uint32_t>(q) + static_cast<uint32_t>(call));
+  int64_t at = 0;
+  for (size_t t = 0; t < kPieces.size(); ++t) {
+    const float m = std::pow(10.f, static_cast<float>(static_cast<int>(t % 3) - 1));
+    for (int64_t i = 0; i < kPieces[t]; ++i) v[at + i] *= m;
+    at += kPieces[t];
+  }
+  return v;
+}
+
+TEST(CompressedAllReduce, WireFormatSizes) {
+  Communicator& c = comm();
+  const int w = c.world();
+  CompressedAllReduce car(c, kPieces);
+  ASSERT_EQ(car.pieces(), static_cast<int64_t>(kPieces.size()));
+  int64_t server = 0;
+  for (size_t t = 0; t < kPieces.size(); ++t) {
+    // chunk = ceil(k / world) rounded up to a multiple of 8, at least 8
+    const int64_t per = (kPieces[t] + w - 1) / w;
+    EXPECT_EQ(car.chunk(static_cast<int64_t>(t)), std::max<int64_t>(8, (per + 7) / 8 * 8)) << t;
+    server += car.chunk(static_cast<int64_t>(t));
+  }
+  EXPECT_EQ(car.size(), total(kPieces));
+  EXPECT_EQ(car.server_size(), server);
+  EXPECT_EQ(car.padded(), w * server);
+  EXPECT_EQ(car.words_per_block(), static_cast<int64_t>(kPieces.size()) + (server + 31) / 32);
+  EXPECT_EQ(car.bytes_sent_per_call(), 2 * (w - 1) * car.words_per_block() * 4);
+  EXPECT_EQ(static_cast<int64_t>(car.worker_error().size()), car.padded());
+  EXPECT_EQ(static_cast<int64_t>(car.server_error().size()), car.server_size());
+  // Pieces of size 0 are dropped; none at all still makes a (signless) message.
+  CompressedAllReduce sparse(c, std::vector<int64_t>{0, 5, 0});
+  EXPECT_EQ(sparse.pieces(), 1);
+  CompressedAllReduce empty(c, std::vector<int64_t>{});
+  EXPECT_EQ(empty.pieces(), 1);
+  std::vector<float> none(1, 3.f);
+  empty.run(none.data());
+  EXPECT_EQ(none[0], 3.f);
+}
+
+// DeepSpeed's per-tensor compressed_allreduce (deepspeed/runtime/comm/nccl.py, called per
+// parameter by onebit/adam.py and zoadam.py) in plain scalar code, every rank simulated here: per
+// piece, worker scale ||x|| / sqrt(padded) over the padded piece, server scale per chunk, errors
+// per piece. The real run on every rank must give its bits, call after call.
+TEST(CompressedAllReduce, PiecesAreDeepSpeedsPerTensorSchemeBitwise) {
+  Communicator& c = comm();
+  const int w = c.world();
+  CompressedAllReduce car(c, kPieces);
+  struct PieceState {
+    int64_t k, chunk;
+    std::vector<std::vector<float>> werr, serr;  // per rank
+  };
+  std::vector<PieceState> ps;
+  for (int64_t k : kPieces) {
+    const int64_t per = (k + w - 1) / w, ch = std::max<int64_t>(8, (per + 7) / 8 * 8);
+    ps.push_back({k, ch, std::vector<std::vector<float>>(w, std::vector<float>(w * ch, 0.f)),
+                  std::vector<std::vector<float>>(w, std::vector<float>(ch, 0.f))});
+  }
+  const float inv_world = 1.f / static_cast<float>(w);
+  for (int call = 0; call < 4; ++call) {
+    std::vector<std::vector<float>> in(w);
+    for (int q = 0; q < w; ++q) in[q] = piece_input(q, call);
+    std::vector<float> want(static_cast<size_t>(total(kPieces)));
+    int64_t at = 0;
+    for (PieceState& p : ps) {
+      const int64_t P = w * p.chunk;
+      std::vector<std::vector<uint8_t>> bits(w, std::vector<uint8_t>(P / 8));
+      std::vector<float> scale(w);
+      for (int q = 0; q < w; ++q) {
+        std::vector<float> x(P, 0.f);
+        std::copy(in[q].begin() + at, in[q].begin() + at + p.k, x.begin());
+        scale[q] = reference_compress(x.data(), p.werr[q].data(), P, bits[q].data());
+      }
+      for (int r = 0; r < w; ++r) {  // server r
+        std::vector<float> y(p.chunk, 0.f);
+        for (int q = 0; q < w; ++q)
+          for (int64_t i = 0; i < p.chunk; ++i) {
+            const int64_t e = r * p.chunk + i;
+            const float sq = scale[q] * inv_world;
+            y[i] += (bits[q][e / 8] >> (7 - e % 8)) & 1u ? sq : -sq;
+          }
+        std::vector<uint8_t> sb(p.chunk / 8);
+        const float s = reference_compress(y.data(), p.serr[r].data(), p.chunk, sb.data());
+        for (int64_t i = 0; i < p.chunk && r * p.chunk + i < p.k; ++i)
+          want[at + r * p.chunk + i] = (sb[i / 8] >> (7 - i % 8)) & 1u ? s : -s;
+      }
+      at += p.k;
+    }
+    std::vector<float> got = in[c.rank()];
+    car.run(got.data());
+    EXPECT_EQ(got, want) << "call " << call;
+  }
+  // The errors are the simulated rank's, piece by piece.
+  std::vector<float> werr, serr;
+  for (const PieceState& p : ps) {
+    werr.insert(werr.end(), p.werr[c.rank()].begin(), p.werr[c.rank()].end());
+    serr.insert(serr.end(), p.serr[c.rank()].begin(), p.serr[c.rank()].end());
+  }
+  EXPECT_EQ(car.worker_error(), werr);
+  EXPECT_EQ(car.server_error(), serr);
+}
+
+// Pieces are independent: one all-reduce over all pieces gives, piece by piece, the bits of one
+// single-piece all-reduce per piece (same inputs, same history).
+TEST(CompressedAllReduce, EachPieceIsItsOwnAllReduce) {
+  Communicator& c = comm();
+  CompressedAllReduce all(c, kPieces);
+  std::vector<std::unique_ptr<CompressedAllReduce>> one;
+  for (int64_t k : kPieces) one.push_back(std::make_unique<CompressedAllReduce>(c, k));
+  for (int call = 0; call < 3; ++call) {
+    std::vector<float> a = piece_input(c.rank(), call), b = a;
+    all.run(a.data());
+    int64_t at = 0;
+    for (size_t t = 0; t < kPieces.size(); ++t) {
+      one[t]->run(b.data() + at);
+      at += kPieces[t];
+    }
+    EXPECT_EQ(a, b) << "call " << call;
   }
 }
 
@@ -174,7 +311,9 @@ TEST(CompressedAllReduce, AverageOverCallsConvergesLikeOneOverT) {
   for (double m : mean) mean_norm += m * m;
   mean_norm = std::sqrt(mean_norm);
 
-  CompressedAllReduce car(c, n);
+  // Cut as a model is (a matrix, biases, a small tensor): each piece has its own scales.
+  CompressedAllReduce car(c, std::vector<int64_t>{2048, 64, 1500, 480, 4});
+  ASSERT_EQ(car.size(), n);
   std::vector<double> sum(n, 0.0);
   std::vector<float> buf(n);
   const std::vector<int> checkpoints = {1, 10, 100, 1000};
@@ -210,13 +349,30 @@ TEST(CompressedAllReduce, BytesAreAtMostOneSixteenthOfAllReduce) {
   Communicator& c = comm();
   const int w = c.world();
   const int64_t n = 1 << 20;
-  CompressedAllReduce car(c, n);
+  // The whole buffer one piece, and cut like a GPT's tensors (per layer at width 128: 2 x 128
+  // norm, 3 x 128^2 + 3 x 128 qkv, 128^2 + 128 proj, 2 x 4 x 128^2 + 4 x 128 + 128 mlp; filled
+  // to n with a last piece).
+  std::vector<int64_t> gpt;
+  const int64_t d = 128;
+  const std::vector<int64_t> layer = {d, d, 3 * d * d, 3 * d, d * d, d, d, d, 4 * d * d, 4 * d,
+                                      4 * d * d, d};
+  for (int64_t left = n; left > 0;)
+    for (int64_t k : layer) {
+      if (left == 0) break;
+      gpt.push_back(std::min(k, left));
+      left -= gpt.back();
+    }
   const double ring = 2.0 * (w - 1) / w * 4.0 * static_cast<double>(n);
-  if (w > 1) {
-    EXPECT_LE(static_cast<double>(car.bytes_sent_per_call()), ring / 16);
-    EXPECT_NEAR(static_cast<double>(car.bytes_sent_per_call()) / ring, 1.0 / 32, 1e-3);
-  } else {
-    EXPECT_EQ(car.bytes_sent_per_call(), 0);
+  for (const std::vector<int64_t>& pieces : {std::vector<int64_t>{n}, gpt}) {
+    CompressedAllReduce car(c, pieces);
+    if (w > 1) {
+      EXPECT_LE(static_cast<double>(car.bytes_sent_per_call()), ring / 16) << car.pieces();
+      // 1/32 plus a scale per piece per block and the padding
+      EXPECT_NEAR(static_cast<double>(car.bytes_sent_per_call()) / ring, 1.0 / 32, 1e-3)
+          << car.pieces();
+    } else {
+      EXPECT_EQ(car.bytes_sent_per_call(), 0);
+    }
   }
 }
 

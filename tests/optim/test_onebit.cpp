@@ -6,7 +6,8 @@
 //     compressed, so the reference is the plain math, including ZeroOneAdam's variance schedule,
 //     local steps and syncs, and OneBitLamb's frozen trust ratio and factor);
 //   - several ranks: the momentum after a compressed step is exactly the compressed all-reduce of
-//     the ranks' local momenta (an independent CompressedAllReduce fed the same inputs), and the
+//     the ranks' local momenta (an independent CompressedAllReduce fed the same inputs, one piece
+//     per tensor as DeepSpeed compresses them), and the
 //     parameters stay identical on every rank.
 #include <gtest/gtest.h>
 
@@ -289,7 +290,9 @@ TEST(OneBitMpi, OneBitAdamMomentumIsTheCompressedAverage) {
   auto opt = make_onebit_adam(o);
   opt->init(kN);
   opt->set_communicator(&c);
-  comm::CompressedAllReduce check(c, kN);  // fed the same inputs: the same error buffers
+  // One piece per tensor (kSegs' two), as OneBitAdam compresses: fed the same inputs, it has the
+  // same error buffers.
+  comm::CompressedAllReduce check(c, std::vector<int64_t>{600, 100});
   std::vector<float> p = randn(kN, 7);     // the same start on every rank
   for (int t = 1; t <= 10; ++t) {
     // warm-up: the engine would average; here every rank uses the same averaged gradient
