@@ -11,8 +11,12 @@
 //   comms_logger, tensorboard, csv_monitor, wandb,
 //   nebula (nebula_config), timers, data_types
 //   gradient_clipping, steps_per_print, ...             scalars, below
+//   flops_profiler, fp8                                 measurement / precision blocks, below
 //   sparse_attention, pipeline, autotuning, ...         foreign blocks: refused when enabled,
 //                                                       a notice when disabled (kForeign)
+//   anything else                                       "did you mean" when close to a known key;
+//                                                       otherwise a notice: DeepSpeed ignores
+//                                                       unknown top-level keys (comms_config...)
 #include "io/config.h"
 
 #include "core/error.h"
@@ -209,7 +213,6 @@ constexpr Foreign kForeign[] = {
     {"sparse_attention", "block-sparse attention kernels", OnWhen::kPresent},
     {"pipeline", "pipeline parallelism", OnWhen::kPresent},
     {"weight_quantization", "inference weight quantization", OnWhen::kPresent},
-    {"flops_profiler", "FLOPs profiler", OnWhen::kEnabledKey},
     {"autotuning", "autotuner", OnWhen::kEnabledKey},
     {"elasticity", "elastic training", OnWhen::kEnabledKey},
     {"amp", "NVIDIA Apex AMP mode", OnWhen::kEnabledKey},
@@ -222,6 +225,8 @@ constexpr Foreign kForeign[] = {
     {"quantize_training", "MoQ quantized training", OnWhen::kEnabledKey},
     {"hybrid_engine", "RLHF hybrid engine", OnWhen::kEnabledKey},
     {"expert_parallel", "MoE expert parallelism", OnWhen::kEnabledKey},
+    // Not read by DeepSpeed's engine but by HF accelerate / LLaMA-Factory for ALST (Ulysses).
+    {"sequence_parallel", "Ulysses sequence parallelism (ALST)", OnWhen::kEnabledKey},
     {"comet", "Comet monitor", OnWhen::kEnabledKey},
     {"trackio", "Trackio monitor", OnWhen::kEnabledKey},
     {"datastates", "DataStates checkpoint engine", OnWhen::kEnabledKey},
@@ -339,6 +344,8 @@ void read_config(const Ctx& ctx, const Node& root, Config& cfg) {
   read_aio(ctx, top.take("aio"), cfg.aio);
   read_nebula(ctx, top.take("nebula", {{"nebula_config", false}}), "nebula", cfg.nebula);
   read_timers(ctx, top.take("timers"), cfg.timers);
+  read_flops_profiler(ctx, top.take("flops_profiler"));
+  read_fp8(ctx, top.take("fp8"));
   read_data_types(ctx, top.take("data_types"), cfg.data_types);
 
   // Top-level scalars.
@@ -396,7 +403,7 @@ void read_config(const Ctx& ctx, const Node& root, Config& cfg) {
               "zerotrain's scope; use 1");
 
   for (const Foreign& f : kForeign) read_foreign(ctx, top, f);
-  top.finish();
+  top.finish_top_level();
 
   // Cross-block checks.
   if (cfg.fp16.enabled && cfg.bf16.enabled)

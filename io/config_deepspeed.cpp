@@ -198,7 +198,66 @@ void read_bf16(const Ctx& ctx, const Node* node, const std::string& path, Bf16Co
   r.read("check_grad_overflow", b.check_grad_overflow);
   r.not_supported_unless("bf16_master_weights_and_grads", "false");
   r.not_supported_unless("bf16_optimizer_states", "false");
+  // Configs often copy the fp16 block into bf16 (LLaMA-Factory's ALST config). DeepSpeed before
+  // its pydantic bf16 model read only `enabled` and ignored them; bf16 has no loss scaling, so
+  // they are checked for their type and said to have no effect.
+  r.not_supported_unless("auto_cast", "false");
+  Fp16Config unused;
+  std::string given;
+  auto scaling = [&](std::string_view key, auto& field, auto range) {
+    if (r.read(key, field, range) != Given::kAbsent)
+      given += (given.empty() ? "" : ", ") + std::string(key);
+  };
+  scaling("loss_scale", unused.loss_scale, 0.0);
+  scaling("initial_scale_power", unused.initial_scale_power, IntRange{0, 127});
+  scaling("loss_scale_window", unused.loss_scale_window, kPositive);
+  scaling("hysteresis", unused.hysteresis, kPositive);
+  scaling("min_loss_scale", unused.min_loss_scale, 0.0);
+  if (r.read("consecutive_hysteresis", unused.consecutive_hysteresis) != Given::kAbsent)
+    given += (given.empty() ? "" : ", ") + std::string("consecutive_hysteresis");
   r.finish();
+  if (!given.empty())
+    ctx.notice(where(ctx.file, *r.node()) + ": `" + path + "` " + given +
+               ": no effect: these tune fp16's loss scaling, and bf16 trains without one (older "
+               "DeepSpeed ignored them here; current DeepSpeed rejects them in bf16)");
+}
+
+void read_flops_profiler(const Ctx& ctx, const Node* node) {
+  // DeepSpeed's profiling/config.py keys. Profiling does not change training, so an enabled
+  // profiler is accepted with a notice rather than refused.
+  MapReader r(ctx, node, "flops_profiler");
+  bool enabled = false, detailed = true;
+  double recompute_fwd_factor = 0.0;
+  int64_t profile_step = 1, module_depth = -1, top_modules = 1;
+  std::string output_file;
+  r.read("enabled", enabled);
+  r.read("recompute_fwd_factor", recompute_fwd_factor, 0.0);
+  r.read("profile_step", profile_step, kNonNegative);
+  r.read("module_depth", module_depth, IntRange{-1});
+  r.read("top_modules", top_modules, kNonNegative);
+  r.read("detailed", detailed);
+  r.read("output_file", output_file);
+  r.finish();
+  if (enabled)
+    ctx.notice(where(ctx.file, *r.node()) +
+               ": `flops_profiler` has no effect in zerotrain (it has no FLOPs profiler; the step "
+               "log reports tokens/s, and `--trace FILE` or `wall_clock_breakdown` time the step)");
+}
+
+void read_fp8(const Ctx& ctx, const Node* node) {
+  // Not a DeepSpeed key (DeepSpeed ignores it): HF accelerate reads it for Transformer Engine
+  // FP8 training (LLaMA-Factory's ds_z3_fp8_config.json). Enabled, it asks for FP8 matmuls.
+  if (node == nullptr || node->is_null()) return;
+  if (!node->is_map()) fail(ctx, *node, "fp8", "expected a mapping, got " + describe(*node));
+  const Node* enabled = node->find("enabled");
+  if (enabled != nullptr && !enabled->is_null() && !is_auto(*enabled) &&
+      to_bool(ctx, *enabled, "fp8.enabled"))
+    fail_at(ctx, *enabled,
+            "`fp8` is not supported yet (FP8 training; zerotrain trains in fp32, fp16 or bf16): "
+            "remove the block or set `fp8.enabled: false`");
+  ctx.notice(where(ctx.file, *node) +
+             ": `fp8` (HF accelerate's FP8 settings, which DeepSpeed ignores) is disabled; "
+             "ignored");
 }
 
 void read_file_monitor(const Ctx& ctx, const Node* node, const std::string& path,

@@ -341,7 +341,11 @@ void MapReader::no_effect(std::string_view key, std::string_view why) {
               std::string(why) + ")");
 }
 
-void MapReader::finish(const std::string& owner) {
+void MapReader::finish(const std::string& owner) { finish_impl(owner, false); }
+
+void MapReader::finish_top_level() { finish_impl("", true); }
+
+void MapReader::finish_impl(const std::string& owner, bool ignore_unrelated) {
   if (node_ == nullptr) return;
   for (size_t i = 0; i < node_->entries.size(); ++i) {
     if (used_[i]) continue;
@@ -361,6 +365,15 @@ void MapReader::finish(const std::string& owner) {
             elsewhere.push_back(p);
       if (!elsewhere.empty()) {
         msg += "; did you mean `" + elsewhere.front() + "`?";
+      } else if (ignore_unrelated) {
+        // DeepSpeed reads the top level as a plain dict and ignores keys it does not know
+        // (LLaMA-Factory's `comms_config`, "_comment" keys...); only its blocks forbid extras.
+        ctx_.notice(
+            where(ctx_.file, e.key_mark.line > 0 ? e.key_mark : e.value.mark, e.value.origin) +
+            ": `" + child(e.key) +
+            "` is not a key DeepSpeed or zerotrain reads; DeepSpeed ignores unknown "
+            "top-level keys, and so does zerotrain (check its spelling if you meant one)");
+        continue;
       } else if (declared_.size() <= 16) {
         std::string list;
         for (const std::string& d : declared_) list += (list.empty() ? "" : ", ") + d;

@@ -117,8 +117,12 @@ class MapReader {
   // Fails on the first key nobody asked for: "unknown key ..., did you mean ...?". `owner`
   // ("optimizer type Adam") says whose keys these are when that depends on another key.
   void finish(const std::string& owner = "");
+  // The same for the top level, where DeepSpeed ignores keys it does not read: a key close to a
+  // known one still fails ("did you mean"), any other is accepted with a notice.
+  void finish_top_level();
 
  private:
+  void finish_impl(const std::string& owner, bool ignore_unrelated);
   const Ctx& ctx_;
   const Node* node_;
   std::string path_;

@@ -23,6 +23,9 @@ void read_nebula(const Ctx& ctx, const Node* node, const std::string& path, Nebu
 void read_timers(const Ctx& ctx, const Node* node, TimersConfig& out);
 void read_data_types(const Ctx& ctx, const Node* node, DataTypesConfig& out);
 void read_checkpoint(const Ctx& ctx, const Node* node, CheckpointConfig& out);
+// Blocks read only to validate them and say what they do here (a notice), nothing stored.
+void read_flops_profiler(const Ctx& ctx, const Node* node);
+void read_fp8(const Ctx& ctx, const Node* node);
 
 // config_optim.cpp
 void read_optimizer(const Ctx& ctx, const Node* node, OptimizerConfig& out);

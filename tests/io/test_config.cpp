@@ -158,7 +158,62 @@ TEST(ConfigErrors, UnknownKeyThatLivesInAnotherBlock) {
 TEST(ConfigErrors, UnknownKeyWithoutSuggestionListsTheValidKeys) {
   EXPECT_HAS(error_of("aio: {xyzzy: 1}\n"), "`aio.xyzzy`", "valid keys here:", "block_size",
              "queue_depth");
-  EXPECT_HAS(error_of("qwertyuiop: 1\n"), "`qwertyuiop`", "unknown key");
+  EXPECT_HAS(error_of("trainig: {steps: 1}\n"), "`trainig`", "unknown key",
+             "did you mean `training`?");
+}
+
+// DeepSpeed reads the top level as a plain dict: keys it does not know are ignored there (only
+// its blocks forbid extras). Published configs rely on it (LLaMA-Factory's `comms_config` and
+// `monitor_config`, "_comment", DeepSpeedExamples' `cuda_visible_devices`): a notice, no error.
+// A key close to a known one is still a typo.
+TEST(ConfigErrors, UnrelatedTopLevelKeysAreIgnoredWithANotice) {
+  Config c = parse(
+      "_comment: see the docs\ncomms_config: {verbose: false}\n"
+      "monitor_config: {enabled: true, tag: DeepSpeedMonitor}\ncuda_visible_devices: 0\n"
+      "qwertyuiop: 1\n");
+  ASSERT_EQ(c.notices.size(), 5u);
+  EXPECT_TRUE(
+      has_notice(c, "t.yaml:2:1: `comms_config` is not a key DeepSpeed or zerotrain reads"));
+  EXPECT_TRUE(has_notice(c, "`monitor_config`"));
+  EXPECT_TRUE(has_notice(c, "DeepSpeed ignores unknown top-level keys"));
+  c.notices.clear();
+  EXPECT_EQ(c, parse(""));  // nothing else changes
+  // Inside a block the rule stays strict, as in DeepSpeed's config models.
+  EXPECT_HAS(error_of("zero_optimization: {comms_config: 1}\n"), "unknown key");
+  EXPECT_HAS(error_of("zero_optimizaton: {stage: 2}\n"), "did you mean `zero_optimization`?");
+  EXPECT_HAS(error_of("fp8: {enabled: true}\n"), "`fp8` is not supported yet");
+  EXPECT_TRUE(has_notice(parse("fp8: {enabled: false}\n"), "`fp8`"));
+}
+
+// bf16 blocks copied from fp16 (LLaMA-Factory's ALST config): older DeepSpeed read only
+// `enabled`; the loss-scaling keys have no effect without loss scaling. One notice.
+TEST(ConfigNotices, Fp16LossScalingKeysInBf16) {
+  Config c = parse(
+      "bf16: {enabled: true, auto_cast: false, loss_scale: 0, initial_scale_power: 16,\n"
+      "       loss_scale_window: 1000, hysteresis: 2, min_loss_scale: 1}\n");
+  EXPECT_TRUE(c.bf16.enabled);
+  ASSERT_EQ(c.notices.size(), 1u);
+  EXPECT_TRUE(has_notice(c,
+                         "`bf16` loss_scale, initial_scale_power, loss_scale_window, "
+                         "hysteresis, min_loss_scale: no effect"));
+  EXPECT_EQ(c.fp16, Fp16Config{});
+  EXPECT_HAS(error_of("bf16: {enabled: true, auto_cast: true}\n"),
+             "`bf16.auto_cast` is not supported yet");
+  EXPECT_HAS(error_of("bf16: {enabled: true, hysteresis: two}\n"), "`bf16.hysteresis`");
+  EXPECT_HAS(error_of("bf16: {enabled: true, los_scale: 0}\n"), "did you mean `loss_scale`?");
+}
+
+// The FLOPs profiler only measures: enabled, it is accepted with a notice (BLOOM's ds_config).
+TEST(ConfigNotices, FlopsProfilerEnabledHasNoEffect) {
+  Config c = parse(
+      "flops_profiler: {enabled: true, profile_step: 1, module_depth: -1, top_modules: 1,\n"
+      "  detailed: true, output_file: null, recompute_fwd_factor: 0.0}\n");
+  ASSERT_EQ(c.notices.size(), 1u);
+  EXPECT_TRUE(has_notice(c, "`flops_profiler` has no effect in zerotrain"));
+  EXPECT_TRUE(parse("flops_profiler: {enabled: false, profile_step: 1}\n").notices.empty());
+  EXPECT_HAS(error_of("flops_profiler: {enabled: true, profile_stp: 1}\n"),
+             "`flops_profiler.profile_stp`", "did you mean `profile_step`?");
+  EXPECT_HAS(error_of("flops_profiler: {module_depth: -2}\n"), "`flops_profiler.module_depth`");
 }
 
 TEST(ConfigErrors, ParamsBelongToTheOptimizerType) {
@@ -368,8 +423,8 @@ TEST(ConfigScope, EnabledForeignBlocksAreRefusedByName) {
   EXPECT_HAS(error_of("train_batch_size: 8\nsparse_attention:\n  mode: fixed\n  block: 16\n"),
              "t.yaml:3:3", "`sparse_attention`", "outside zerotrain's scope",
              "set `sparse_attention.enabled: false`");
-  EXPECT_HAS(error_of("flops_profiler: {enabled: true, profile_step: 1}\n"), "`flops_profiler`",
-             "outside zerotrain's scope");
+  EXPECT_HAS(error_of("sequence_parallel: {enabled: true, size: 4, mode: ulysses}\n"),
+             "`sequence_parallel`", "outside zerotrain's scope");
   EXPECT_HAS(error_of("pipeline: {stages: 2}\n"), "`pipeline`", "outside");
   EXPECT_HAS(error_of("amp: {enabled: true, opt_level: O1}\n"), "`amp`", "outside");
   EXPECT_HAS(error_of("autotuning: {enabled: true}\n"), "`autotuning`");
@@ -388,14 +443,14 @@ TEST(ConfigScope, EnabledForeignBlocksAreRefusedByName) {
 TEST(ConfigScope, DisabledForeignBlocksLoadWithOneNotice) {
   Config c = parse(
       "sparse_attention: {enabled: false, mode: fixed}\n"
-      "flops_profiler: {enabled: false, profile_step: 1}\n"
+      "sequence_parallel: {enabled: false, size: 4}\n"
       "autotuning: {metric: throughput}\n"
       "amp: {enabled: auto, opt_level: auto}\n"
       "compression_training: {weight_quantization: {shared_parameters: {enabled: false}}}\n"
       "tensor_parallel: {autotp_size: 1}\n"
       "sequence_parallel_size: 1\n");
   ASSERT_EQ(c.notices.size(), 6u);
-  for (const char* block : {"sparse_attention", "flops_profiler", "autotuning", "amp",
+  for (const char* block : {"sparse_attention", "sequence_parallel", "autotuning", "amp",
                             "compression_training", "tensor_parallel"})
     EXPECT_TRUE(has_notice(c, std::string("`") + block + "`")) << block;
   EXPECT_TRUE(has_notice(c, "accepted because it is disabled"));
@@ -740,6 +795,15 @@ TEST(ConfigPublished, RealConfigsRefusedClearly) {
       {"dsexamples_megatron_zero3_release.json",
        {":9:5", "`zero_optimization.stage3_param_persitance_threshold`",
         "did you mean `stage3_param_persistence_threshold`?"}},
+      {"dsexamples_imagenet_fp16_z1.json", {":25:", "`fp16.auto_cast` is not supported yet"}},
+      {"dsexamples_random_ltd.json", {":23:", "`data_efficiency`", "outside zerotrain's scope"}},
+      {"bigscience_megatron_ds_config_cl.json",
+       {":16:", "`curriculum_learning`", "outside zerotrain's scope"}},
+      {"llamafactory_ds_z2_autotp_config.json",
+       {":29:", "`tensor_parallel`", "outside zerotrain's scope"}},
+      {"llamafactory_ds_z3_fp8_config.json", {":18:", "`fp8` is not supported yet"}},
+      {"llamafactory_ds_z3_alst_config.json",
+       {":24:", "`sequence_parallel`", "outside zerotrain's scope"}},
   };
   for (const Refusal& r : refusals) {
     SCOPED_TRACE(r.file);
@@ -750,6 +814,35 @@ TEST(ConfigPublished, RealConfigsRefusedClearly) {
       for (const char* p : r.parts) EXPECT_HAS(e.what(), p);
     }
   }
+}
+
+// Published configs with values the engine may not take yet, read as written.
+TEST(ConfigPublished, OtherProjectsConfigsReadAsWritten) {
+  const fs::path data = fs::path(ZT_SOURCE_DIR) / "tests" / "io" / "data";
+  const fs::path dir = fs::path(ZT_SOURCE_DIR) / "configs" / "deepspeed";
+  // axolotl: unprefixed stage-3 names at 0, sub_group_size 0 (DeepSpeed: one sub-group per
+  // parameter); zerotrain's optimizer offload refuses sub_group_size 0 at train time for now.
+  Config ax = load_config((data / "axolotl_zero3_bf16_cpuoffload_all.json").string());
+  EXPECT_EQ(ax.zero.stage, 3);
+  EXPECT_EQ(ax.zero.sub_group_size, 0);
+  EXPECT_EQ(ax.zero.stage3_max_live_parameters, 0);
+  EXPECT_EQ(ax.zero.stage3_max_reuse_distance, 0);
+  EXPECT_TRUE(ax.zero.stage3_gather_16bit_weights_on_model_save);
+  EXPECT_FALSE(ax.zero_force_ds_cpu_optimizer);
+  EXPECT_EQ(ax.zero.reduce_bucket_size, 128 * 128);  // "auto": hidden x hidden
+  // LLaMA-Factory: DeepSpeed's attribute names written as keys, ignored by DeepSpeed.
+  Config lf = load_config((dir / "llamafactory_ds_z3_offload_config.json").string());
+  EXPECT_TRUE(has_notice(lf, "`comms_config` is not a key DeepSpeed or zerotrain reads"));
+  EXPECT_TRUE(has_notice(lf, "`monitor_config` is not a key DeepSpeed or zerotrain reads"));
+  EXPECT_FALSE(lf.monitors.csv_monitor.enabled);
+  EXPECT_EQ(lf.zero.offload_param.device, OffloadDevice::kCpu);
+  // BLOOM's Megatron-DeepSpeed: an enabled FLOPs profiler.
+  Config bl = load_config((dir / "bigscience_megatron_ds_config_flops_profiler.json").string());
+  EXPECT_TRUE(has_notice(bl, "`flops_profiler` has no effect in zerotrain"));
+  resolve_batch_sizes(bl, 4);
+  EXPECT_EQ(*bl.gradient_accumulation_steps, 8);  // 64 = 2 x 8 x 4
+  // LLaVA: steps_per_print written as 1e5.
+  EXPECT_EQ(load_config((dir / "llava_zero3_offload.json").string()).steps_per_print, 100000);
 }
 
 // ---- dump ---------------------------------------------------------------------------------------
