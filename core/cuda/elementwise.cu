@@ -8,6 +8,7 @@
 //
 // Status: compiled (sm_90), never run on a GPU; tests/gpu/test_cuda_ops.cpp checks every op here
 // against the CPU backend once a GPU is available.
+#include <cmath>
 #include <cstring>
 
 #include "core/cuda/common.cuh"
@@ -143,6 +144,10 @@ void device_cast(const Tensor& src, Tensor& dst) {
 void fill(Tensor& t, float value) {
   const int64_t n = t.numel();
   if (n == 0) return;
+  if (value == 0.f && !std::signbit(value)) {  // all-zero bits: any dtype (Tensor::zeros of ids)
+    ZT_CUDA_CHECK(cudaMemsetAsync(t.raw(), 0, t.nbytes(), stream()));
+    return;
+  }
   ZT_CUDA_DISPATCH_FLOAT(t.dtype(), "fill", fill_kernel<T><<<grid(n), kThreads, 0, stream()>>>(
                                                 static_cast<T*>(t.raw()), n, value));
   ZT_CUDA_CHECK_LAST();

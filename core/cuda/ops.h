@@ -6,6 +6,26 @@
 // (core/cuda/stream.h). Semantics are those of core/ops.h, i.e. of the CPU backend.
 // Implementations: elementwise.cu, nn.cu, blas.cpp (CUDA build), stub.cpp (CPU-only build: every
 // function throws "built without CUDA").
+//
+// ---- Status of the CUDA backend (issue #5) -------------------------------------------------------
+// Everything in core/cuda/ compiles warning-free for sm_90 with nvcc 13.0, and NONE of it has run
+// on a GPU yet: no session so far was lent one. The tests that will check it exist and skip
+// without a GPU (tests/gpu/test_cuda_{device,allocator,ops}.cpp); the first GPU session runs them.
+//   exists   check.h      ZT_CUDA_CHECK(_WARN/_LAST), ZT_CUBLAS_CHECK, ZT_CUBLASLT_CHECK
+//            stream.h     Stream, Event (RAII), StreamGuard, the per-thread current stream
+//            caching_allocator.{h,cpp} + allocator.h + runtime.cpp: the caching allocator behind
+//                         Tensor::empty(..., Device::cuda()) (logic unit-tested on the host)
+//            device.{h,cu} device probe, f32 <-> 16-bit buffer casts
+//            this file    fill, copy/cast (also host <-> device), add, add_acc, axpy, scale,
+//                         sum_squares, all_finite, bias_add, bias_grad_acc, GELU fwd/bwd,
+//                         matmul (cuBLASLt), LayerNorm fwd/bwd, softmax fwd/bwd, embedding fwd/bwd,
+//                         softmax-cross-entropy fwd/bwd; f32/bf16/f16, f32 math
+//   missing  attention (cuDNN SDPA via the backend graph API; ops::attention_* throw "not
+//            implemented on CUDA"), fused multi-tensor Adam/AdamW on device (optim/), the NCCL
+//            communicator (comm/), mixed precision on device (loss scaler and overflow flag kept
+//            on the GPU), cuBLASLt bias/GELU epilogues, copies between two GPUs, the engine and
+//            config wiring (`device: cuda`), and every performance pass (vector loads, fused and
+//            persistent kernels; see HOPPER.md) with the benchmark against PyTorch.
 #pragma once
 
 #include <cstdint>

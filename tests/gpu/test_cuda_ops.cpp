@@ -109,6 +109,8 @@ TEST_P(CudaOps, CopyRoundTripAndFill) {
   Tensor c = Tensor::empty(h.shape(), dt(), Device::cuda());
   ops::copy(f, c);
   expect_close(c, rounded(h, dt()), 0.f, "device cast");
+  Tensor zi = Tensor::zeros({9}, DType::i32, Device::cuda());  // zero fill works for any dtype
+  EXPECT_EQ(to_host(zi).data<int32_t>()[8], 0);
   Tensor z = Tensor::zeros({77}, dt(), Device::cuda());
   expect_close(z, Tensor::zeros({77}), 0.f, "zeros");
   ops::fill(z, 0.1f);
@@ -193,7 +195,7 @@ TEST_P(CudaOps, Matmul) {
       {1, 33, 17, 64, false, true, false, 1.f, 0.f},  {1, 33, 17, 64, true, true, false, 1.f, 0.f},
       {3, 16, 24, 40, false, false, false, 0.5f, 1.f}, {3, 16, 24, 40, false, true, false, 1.f, 0.f},
       {3, 16, 24, 40, false, false, true, 1.f, 0.f},  {3, 16, 24, 40, true, false, true, 1.f, 0.5f},
-      {1, 256, 384, 768, false, true, false, 1.f, 0.f}, {2, 5, 7, 0, false, false, false, 1.f, 0.5f},
+      {1, 256, 384, 768, false, true, false, 1.f, 0.f},
   };
   uint32_t seed = 100;
   for (const MatmulCase& c : cases) {
