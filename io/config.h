@@ -11,7 +11,9 @@
 //     (its default, "off" value), otherwise "`key` is not supported yet", or
 //   - it is a DeepSpeed block outside zerotrain's scope (sparse_attention, pipeline...):
 //     refused when enabled, accepted with a one-line notice when disabled, or
-//   - it is unknown: an error naming the key path and the closest valid key.
+//   - it is unknown: an error naming the key path and the closest valid key; except at the top
+//     level, where DeepSpeed ignores keys it does not read: there a key close to no known key
+//     (LLaMA-Factory's `comms_config`, "_comment") is accepted with a notice.
 // "auto" (HF Trainer / accelerate placeholders) may stand in any field; it means DeepSpeed's
 // default, except where HF documents a rule (bucket sizes from model.n_embd, warmup_max_lr from
 // the optimizer lr, total_num_steps from training.steps, gradient_clipping 1.0, batch sizes from
