@@ -20,7 +20,9 @@
 // Medians over --reps repetitions; the first step of each configuration is a warm-up.
 // Usage: bench_nvme [--dir PATH] [--params 64M] [--sub-groups 64M,8M,2M] [--buffers 2,4]
 //                   [--block-kib 1024] [--queue-depth 8] [--aio-threads 1] [--reps 3]
-//                   [--seq-chunk-mib 8,64] [--threads N] [--drop-caches]
+//                   [--seq-chunk-mib 8,64] [--threads N] [--update-threads 0] [--drop-caches]
+// --update-threads: OffloadOptions::update_threads, a list (0 = automatic: the cores the aio
+// threads leave free while I/O is in flight; N = N OpenMP threads), each measured in turn.
 #include "io/aio.h"
 #include "zero/offload.h"
 
@@ -127,7 +129,7 @@ float value(int64_t i, uint64_t salt) {
 int main(int argc, char** argv) {
   std::string dir = std::filesystem::temp_directory_path().string();
   int64_t n = 64 << 20;
-  std::vector<int64_t> sub_groups, buffers = {2, 4};
+  std::vector<int64_t> sub_groups, buffers = {2, 4}, update_threads = {0};
   zt::io::AioConfig aio;
   int reps = 3;
   std::vector<int64_t> seq_chunks = {8, 64};
@@ -159,6 +161,8 @@ int main(int argc, char** argv) {
       seq_chunks = parse_list(next());
     else if (a == "--drop-caches")
       g_can_drop = true;
+    else if (a == "--update-threads")
+      update_threads = parse_list(next());
     else if (a == "--threads")
       threads = static_cast<int>(parse_count(next()));
     else
@@ -179,7 +183,7 @@ int main(int argc, char** argv) {
   const std::vector<zt::optim::Segment> segs = {{0, n, true}};
 
   struct Row {
-    int64_t sub_group, buffers, file_bytes;
+    int64_t sub_group, buffers, update_threads, file_bytes;
     double sec, seq_gbps;
   };
   std::vector<Row> rows;
@@ -187,67 +191,74 @@ int main(int argc, char** argv) {
   int64_t seq_bytes = 0;
   for (int64_t sg : sub_groups) {
     for (int64_t b : buffers) {
-      zt::zero::OffloadOptions opt;
-      opt.device = zt::io::OffloadDevice::kNvme;
-      opt.nvme_path = dir;
-      opt.sub_group_size = sg;
-      opt.buffer_count = b;
-      opt.aio = aio;
-      zt::zero::OptimizerOffload off(ap, n, opt);
-      off.write_state("master", 0, n, init.data());
-      const int64_t file_bytes = off.memory().file_bytes;
-      // The floor on the same bytes, interleaved with the offload's runs (the disk and the VM
-      // vary over minutes): once per distinct file size.
-      if (file_bytes != seq_bytes) {
-        seq_bytes = file_bytes;
-        double best = 0;
-        for (int64_t chunk_mib : seq_chunks) {
-          const int64_t chunk = chunk_mib << 20;
-          std::vector<double> w, rd;
-          for (int r = 0; r < reps; ++r) {
-            auto [tw, tr] = sequential(dir + "/zerotrain_seq.bin", file_bytes, chunk);
-            w.push_back(tw);
-            rd.push_back(tr);
-          }
-          const double tw = median(w), tr = median(rd), gbps = 2.0 * file_bytes / (tw + tr);
-          std::printf(
-              "{\"bench\": \"seq\", \"dir\": \"%s\", \"bytes\": %ld, \"chunk\": %ld, "
-              "\"write_gbps\": %.3f, \"read_gbps\": %.3f, \"gbps\": %.3f, \"o_direct\": true, "
-              "\"drop_caches\": %s}\n",
-              dir.c_str(), static_cast<long>(file_bytes), static_cast<long>(chunk),
-              file_bytes / tw / 1e9, file_bytes / tr / 1e9, gbps / 1e9,
-              g_can_drop ? "true" : "false");
-          if (gbps > best) {
-            best = gbps;
-            seq_w = w;
-            seq_r = rd;
+      for (int64_t ut : update_threads) {
+        zt::zero::OffloadOptions opt;
+        opt.device = zt::io::OffloadDevice::kNvme;
+        opt.nvme_path = dir;
+        opt.sub_group_size = sg;
+        opt.buffer_count = b;
+        opt.update_threads = ut;
+        opt.aio = aio;
+        zt::zero::OptimizerOffload off(ap, n, opt);
+        off.write_state("master", 0, n, init.data());
+        const int64_t file_bytes = off.memory().file_bytes;
+        // The floor on the same bytes, interleaved with the offload's runs (the disk and the VM
+        // vary over minutes): once per distinct file size.
+        if (file_bytes != seq_bytes) {
+          seq_bytes = file_bytes;
+          double best = 0;
+          for (int64_t chunk_mib : seq_chunks) {
+            const int64_t chunk = chunk_mib << 20;
+            std::vector<double> w, rd;
+            for (int r = 0; r < reps; ++r) {
+              auto [tw, tr] = sequential(dir + "/zerotrain_seq.bin", file_bytes, chunk);
+              w.push_back(tw);
+              rd.push_back(tr);
+            }
+            const double tw = median(w), tr = median(rd), gbps = 2.0 * file_bytes / (tw + tr);
+            std::printf(
+                "{\"bench\": \"seq\", \"dir\": \"%s\", \"bytes\": %ld, \"chunk\": %ld, "
+                "\"write_gbps\": %.3f, \"read_gbps\": %.3f, \"gbps\": %.3f, \"o_direct\": true, "
+                "\"drop_caches\": %s}\n",
+                dir.c_str(), static_cast<long>(file_bytes), static_cast<long>(chunk),
+                file_bytes / tw / 1e9, file_bytes / tr / 1e9, gbps / 1e9,
+                g_can_drop ? "true" : "false");
+            if (gbps > best) {
+              best = gbps;
+              seq_w = w;
+              seq_r = rd;
+            }
           }
         }
+        std::vector<double> ts;
+        for (int r = 0; r <= reps; ++r) {
+          drop_caches();
+          auto t0 = Clock::now();
+          off.step(grads.data(), segs, 1e-3f);
+          if (r > 0) ts.push_back(since(t0));
+        }
+        const double sec = median(ts);
+        const double seq_gbps = 2.0 * file_bytes / (median(seq_w) + median(seq_r));
+        const double swap_gbps = 2.0 * file_bytes / sec;
+        std::printf(
+            "{\"bench\": \"nvme\", \"params\": %ld, \"sub_group_size\": %ld, \"buffer_count\": "
+            "%ld, "
+            "\"update_threads\": %d, \"block_size\": %ld, \"queue_depth\": %ld, \"aio_threads\": "
+            "%ld, "
+            "\"threads\": %d, "
+            "\"file_bytes\": %ld, \"direct\": %s, \"uring\": %s, \"step_ms\": %.1f, "
+            "\"params_per_s\": %.4g, \"swap_gbps\": %.3f, \"seq_gbps\": %.3f, "
+            "\"fraction_of_seq\": %.3f}\n",
+            static_cast<long>(n), static_cast<long>(off.sub_group_size()), static_cast<long>(b),
+            off.update_threads(), static_cast<long>(aio.block_size),
+            static_cast<long>(aio.queue_depth), static_cast<long>(aio.thread_count), threads,
+            static_cast<long>(file_bytes),
+            off.describe().find("buffered") == std::string::npos ? "true" : "false",
+            off.describe().find("pread") == std::string::npos ? "true" : "false", sec * 1e3,
+            n / sec, swap_gbps / 1e9, seq_gbps / 1e9, swap_gbps / seq_gbps);
+        std::fflush(stdout);
+        rows.push_back({off.sub_group_size(), b, off.update_threads(), file_bytes, sec, seq_gbps});
       }
-      std::vector<double> ts;
-      for (int r = 0; r <= reps; ++r) {
-        drop_caches();
-        auto t0 = Clock::now();
-        off.step(grads.data(), segs, 1e-3f);
-        if (r > 0) ts.push_back(since(t0));
-      }
-      const double sec = median(ts);
-      const double seq_gbps = 2.0 * file_bytes / (median(seq_w) + median(seq_r));
-      const double swap_gbps = 2.0 * file_bytes / sec;
-      std::printf(
-          "{\"bench\": \"nvme\", \"params\": %ld, \"sub_group_size\": %ld, \"buffer_count\": %ld, "
-          "\"block_size\": %ld, \"queue_depth\": %ld, \"aio_threads\": %ld, \"threads\": %d, "
-          "\"file_bytes\": %ld, \"direct\": %s, \"uring\": %s, \"step_ms\": %.1f, "
-          "\"params_per_s\": %.4g, \"swap_gbps\": %.3f, \"seq_gbps\": %.3f, "
-          "\"fraction_of_seq\": %.3f}\n",
-          static_cast<long>(n), static_cast<long>(off.sub_group_size()), static_cast<long>(b),
-          static_cast<long>(aio.block_size), static_cast<long>(aio.queue_depth),
-          static_cast<long>(aio.thread_count), threads, static_cast<long>(file_bytes),
-          off.describe().find("buffered") == std::string::npos ? "true" : "false",
-          off.describe().find("pread") == std::string::npos ? "true" : "false", sec * 1e3, n / sec,
-          swap_gbps / 1e9, seq_gbps / 1e9, swap_gbps / seq_gbps);
-      std::fflush(stdout);
-      rows.push_back({off.sub_group_size(), b, file_bytes, sec, seq_gbps});
     }
   }
 
@@ -283,14 +294,14 @@ int main(int argc, char** argv) {
   std::printf("# NVMe offload, %ld params, dir %s, aio block %ld KiB qd %ld threads %ld\n",
               static_cast<long>(n), dir.c_str(), static_cast<long>(aio.block_size >> 10),
               static_cast<long>(aio.queue_depth), static_cast<long>(aio.thread_count));
-  std::printf("# %-14s %-8s %-10s %-12s %-11s %-10s %s\n", "sub_group_size", "buffers", "step_ms",
-              "params/s", "swap GB/s", "seq GB/s", "fraction");
+  std::printf("# %-14s %-8s %-8s %-10s %-12s %-11s %-10s %s\n", "sub_group_size", "buffers",
+              "update", "step_ms", "params/s", "swap GB/s", "seq GB/s", "fraction");
   for (const Row& r : rows) {
     const double seq = r.seq_gbps;
-    std::printf("# %-14ld %-8ld %-10.1f %-12.4g %-11.3f %-10.3f %.3f\n",
-                static_cast<long>(r.sub_group), static_cast<long>(r.buffers), r.sec * 1e3,
-                n / r.sec, 2.0 * r.file_bytes / r.sec / 1e9, seq / 1e9,
-                2.0 * r.file_bytes / r.sec / seq);
+    std::printf("# %-14ld %-8ld %-8ld %-10.1f %-12.4g %-11.3f %-10.3f %.3f\n",
+                static_cast<long>(r.sub_group), static_cast<long>(r.buffers),
+                static_cast<long>(r.update_threads), r.sec * 1e3, n / r.sec,
+                2.0 * r.file_bytes / r.sec / 1e9, seq / 1e9, 2.0 * r.file_bytes / r.sec / seq);
   }
   std::printf("# CPU offload %.4g params/s, in-memory AdamW %.4g params/s (%.3f)\n", n / cpu_sec,
               n / mem_sec, mem_sec / cpu_sec);

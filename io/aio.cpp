@@ -192,8 +192,9 @@ struct Block {
   detail::AioOp* op = nullptr;
   char* buf = nullptr;
   int64_t bytes = 0, offset = 0;
-  bool fence = false;  // wait until this thread has nothing in flight
+  bool after = false;  // AioOrder::kAfterPrevious: after earlier blocks on overlapping memory
   bool direct = false;
+  bool overlaps(const Block& o) const { return buf < o.buf + o.bytes && o.buf < buf + bytes; }
 };
 }  // namespace
 
@@ -297,9 +298,13 @@ struct AioEngine::Worker {
     int inflight = 0;
     for (;;) {
       if (!take(local, local.empty() && inflight == 0)) return;
-      // Submit: all that fits (overlap_events), or a new batch once the last one is reaped.
+      // Submit: all that fits (overlap_events), or a new batch once the last one is reaped. Blocks
+      // go in queue order, except that an ordered block (Block::after) whose memory an earlier
+      // block still in flight or still queued overlaps stays queued, and later blocks pass it:
+      // the ring stays full while a read waits for the write from the same buffer.
       int prepared = 0;
       if (cfg.overlap_events || inflight == 0) {
+        std::deque<Block> held;  // queued blocks passed over, in order
         while (inflight < depth && !local.empty()) {
           Block& b = local.front();
           if (b.op->failed) {  // the request already failed: skip its other blocks
@@ -307,13 +312,17 @@ struct AioEngine::Worker {
             local.pop_front();
             continue;
           }
-          if (b.fence && inflight > 0) break;
+          if (b.after && blocked(b, slots, held)) {
+            held.push_back(b);
+            local.pop_front();
+            continue;
+          }
           io_uring_sqe* sqe = io_uring_get_sqe(&ring);
           if (sqe == nullptr) break;
           const int slot = free_slots.back();
           free_slots.pop_back();
           slots[static_cast<size_t>(slot)] = b;
-          slots[static_cast<size_t>(slot)].fence = false;  // a retry need not wait again
+          slots[static_cast<size_t>(slot)].after = false;  // a retry need not wait again
           local.pop_front();
           Block& s = slots[static_cast<size_t>(slot)];
           const int fd = fd_for(s);
@@ -327,6 +336,10 @@ struct AioEngine::Worker {
           ++inflight;
           ++prepared;
           if (cfg.single_submit) submit();
+        }
+        while (!held.empty()) {  // back to the front of the queue, in their order
+          local.push_front(held.back());
+          held.pop_back();
         }
       }
       if (prepared > 0 && !cfg.single_submit) submit();
@@ -344,10 +357,24 @@ struct AioEngine::Worker {
           --inflight;
           Block& b = slots[static_cast<size_t>(slot)];
           if (!complete(b, res)) local.push_front(b);  // retry (the rest of) it first
+          b = Block{};
           free_slots.push_back(slot);
         } while (io_uring_peek_cqe(&ring, &cqe) == 0);
       } while (!cfg.overlap_events && inflight > 0);
     }
+  }
+
+  // An ordered block waits while a block queued before it (held: passed over in this round) or
+  // in flight (a free slot is an empty Block, which overlaps nothing) covers any of its bytes.
+  // Memory maps to threads by address (AioEngine::submit), so every earlier block on these bytes
+  // is this thread's.
+  static bool blocked(const Block& b, const std::vector<Block>& slots,
+                      const std::deque<Block>& held) {
+    for (const Block& h : held)
+      if (h.overlaps(b)) return true;
+    for (const Block& s : slots)
+      if (s.overlaps(b)) return true;
+    return false;
   }
 
   void submit() {
@@ -456,7 +483,7 @@ AioTicket AioEngine::submit(AioFile& file, char* buf, int64_t bytes, int64_t off
       b.buf = buf + a;
       b.bytes = n;
       b.offset = offset + a;
-      b.fence = order == AioOrder::kAfterPrevious;
+      b.after = order == AioOrder::kAfterPrevious;
       b.direct = direct;
       per_thread[static_cast<size_t>((addr / static_cast<uintptr_t>(bs)) %
                                      static_cast<uintptr_t>(T))]
@@ -483,11 +510,10 @@ AioTicket AioEngine::submit(AioFile& file, char* buf, int64_t bytes, int64_t off
             v.end());
     v.push_back(op);
   }
-  // A fence must hold on every thread the request uses, and a later request must not overtake
-  // it, so the fenced request's first block on each thread carries it; the rest follow in order.
+  // Every byte of memory maps to one thread (cut at block_size multiples of the address), so an
+  // ordered block and every earlier block on its bytes meet on one thread, which orders them.
   for (size_t t = 0; t < per_thread.size(); ++t) {
     if (per_thread[t].empty()) continue;
-    for (size_t i = 1; i < per_thread[t].size(); ++i) per_thread[t][i].fence = false;
     workers_[t]->push(per_thread[t]);
   }
   return AioTicket(op);

@@ -124,11 +124,15 @@ class AioTicket {
   std::shared_ptr<detail::AioOp> op_;
 };
 
-// kAfterPrevious: none of the request's blocks starts before every block submitted earlier to the
-// same thread has completed. Blocks go to threads by buffer address (block k of the address space,
-// k = address / block_size, goes to thread k mod thread_count), so a request on a buffer is
-// ordered after earlier requests on the same buffer, whatever their files and offsets: the swap
-// pipeline reads sub-group i+1 into the buffer that sub-group i-1 is still being written from.
+// kAfterPrevious: none of the request's bytes of buffer memory is transferred before every request
+// issued earlier on overlapping buffer memory has finished with those bytes, whatever their files
+// and offsets; everything else keeps flowing past it. The swap pipeline reads sub-group i+1 into
+// the buffer that sub-group i-1 is still being written from: each block of the read waits for the
+// write's block on the same memory only, so the ring stays full instead of draining at every
+// sub-group (the ordering is per block: blocks go to threads by buffer address, block k of the
+// address space, k = address / block_size, to thread k mod thread_count, so a byte of memory is
+// always handled by the same thread, which holds an ordered block back while an earlier block on
+// its memory is queued or in flight). kAny: no ordering (the default).
 enum class AioOrder { kAny, kAfterPrevious };
 
 class AioEngine {

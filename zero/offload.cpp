@@ -3,6 +3,10 @@
 
 #include "core/error.h"
 
+// OpenMP's runtime API only (the team size of the update's parallel regions, in optim/adam.cpp);
+// libgomp comes with zt_optim.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +28,20 @@ std::vector<optim::Segment> clip(const std::vector<optim::Segment>& segments, in
   }
   return out;
 }
+
+// The calling thread's OpenMP team size (nthreads-var) set for a scope and restored after it.
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) {
+    if (n != saved_) omp_set_num_threads(n);
+  }
+  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
 
 void pin(io::AlignedBuffer& b, const char* what) {
   const std::string why = b.lock();
@@ -150,8 +168,19 @@ void OptimizerOffload::step(const float* grads, const std::vector<optim::Segment
   }
 }
 
+int OptimizerOffload::update_threads() const {
+  const int max = omp_get_max_threads();
+  if (opt_.update_threads > 0) return static_cast<int>(opt_.update_threads);
+  const bool overlapped = on_nvme() && groups_ > 1 &&
+                          ((opt_.pipeline_read && buffers_.size() > 1) || opt_.pipeline_write);
+  if (!overlapped) return max;
+  const int64_t free_cores = omp_get_num_procs() - opt_.aio.thread_count;
+  return static_cast<int>(std::clamp<int64_t>(free_cores, 1, max));
+}
+
 void OptimizerOffload::step_nvme(const float* grads, const std::vector<optim::Segment>& segments,
                                  float lr, const SubGroupDone& on_updated) {
+  const ScopedOmpThreads team(update_threads());
   const int64_t B = static_cast<int64_t>(buffers_.size());
   // Reads issued ahead of the sub-group being updated (0: read each one when it is needed).
   const int64_t ahead = opt_.pipeline_read ? B - 1 : 0;
@@ -161,7 +190,8 @@ void OptimizerOffload::step_nvme(const float* grads, const std::vector<optim::Se
     return buffers_[static_cast<size_t>(g % B)];
   };
   // The buffer of sub-group g last held g - B: while its write is in flight, the read is ordered
-  // after it (io::AioOrder::kAfterPrevious; unordered reads keep the queue fuller).
+  // after it (io::AioOrder::kAfterPrevious: each block of the read waits for the write's block on
+  // the same memory, the rest of the queue keeps flowing).
   auto read = [&](int64_t g) {
     const bool busy = g >= B && !aio_->done(writes[static_cast<size_t>(g - B)]);
     reads[static_cast<size_t>(g)] =
@@ -255,6 +285,8 @@ std::string OptimizerOffload::describe() const {
     s += " (" + std::to_string(buffers_.size()) + " swap buffers), file " + path_ + " " +
          std::to_string(m.file_bytes) + " bytes" + (file_->direct() ? "" : " (buffered I/O)") +
          (aio_->uses_uring() ? "" : " (pread/pwrite)");
+  if (on_nvme() && update_threads() != omp_get_max_threads())
+    s += ", update on " + std::to_string(update_threads()) + " OpenMP thread(s)";
   if (opt_.pin_memory) s += ", pinned";
   return s;
 }

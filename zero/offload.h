@@ -17,8 +17,10 @@
 //   At the end of step() every write is complete (a checkpoint may read the files right after).
 // With buffer_count = B the disk works on up to B - 1 reads ahead plus the writes of the last
 // sub-groups while one sub-group computes; a read into a buffer whose previous sub-group is still
-// being written is ordered after that write by the aio layer (io::AioOrder::kAfterPrevious), so
-// B = 2 already overlaps both directions with the update.
+// being written is ordered after that write by the aio layer (io::AioOrder::kAfterPrevious, block
+// by block on the buffer's memory, without draining the queue), so B = 2 already overlaps both
+// directions with the update. While I/O is in flight the update runs on the cores the aio threads
+// leave free (OffloadOptions::update_threads).
 //
 // Swap file layout: <nvme_path>/zerotrain_rank<r>/optimizer.swp holds, for sub-group i, a slot
 // [master | exp_avg | exp_avg_sq] at 3 * i * stride bytes, stride = the sub-group's fp32 bytes
@@ -67,6 +69,16 @@ struct OffloadOptions {
   bool pipeline_write = true;
   int64_t sub_group_size = 1'000'000'000;
   io::AioConfig aio;
+  // nvme: OpenMP threads for the update of a sub-group while the disk works on others (the step
+  // restores the caller's count after). 0 = automatic: the cores left to the update by the aio
+  // threads (omp_get_num_procs() - aio.thread_count, between 1 and omp_get_max_threads()) when
+  // the pipeline overlaps I/O with the update, else omp_get_max_threads(). Why: each sub-group's
+  // update is one parallel region, and after it libgomp's idle threads spin (GOMP_SPINCOUNT,
+  // milliseconds) on the cores the io_uring thread, the kernel's completion work and the caller
+  // need; on 2 cores that spinning halved the swap throughput at 2M-parameter sub-groups, while
+  // one core updates a sub-group far faster than the disk moves it. The result is the same bits
+  // for any count (the update is elementwise).
+  int64_t update_threads = 0;
 };
 
 // zero_optimization.offload_optimizer + sub_group_size + aio -> OffloadOptions, for this rank.
@@ -98,6 +110,7 @@ class OptimizerOffload {
   int64_t num_sub_groups() const { return groups_; }
   bool on_nvme() const { return file_ != nullptr; }
   int64_t step_count() const { return t_; }
+  int update_threads() const;  // OpenMP threads of the update in step() (OffloadOptions)
   void set_step_count(int64_t t) { t_ = t; }
   bool set_betas(float beta1, float beta2);  // OneCycle's momentum cycling
   const optim::AdamParams& adam() const { return adam_; }
