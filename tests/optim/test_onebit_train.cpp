@@ -7,8 +7,10 @@
 //     engine loads, N/2 more: the same losses and weights bit for bit, for all three (their
 //     per-rank state: error buffers, OneBitLamb's per-tensor scalars, ZeroOneAdam's local drift,
 //     saved mid-interval on purpose);
-//   - OneBitAdam, ZeroOneAdam and OneBitLamb reach, after 150 steps at 2 ranks, a loss within a
-//     stated margin of AdamW's on the same data (figures printed; margins in the test).
+//   - OneBitAdam, ZeroOneAdam and OneBitLamb reach, after 150 steps at 2 and 4 ranks, a loss
+//     within a stated margin of AdamW's on the same data (figures printed; margins in the test);
+//   - the compressed stage runs two collectives per step whatever the number of tensors, with
+//     the bytes of the wire format (one scale per tensor per block).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/compressed.h"
 #include "io/data.h"
 #include "tests/zero/engine_test_util.h"
 #include "zero/engine.h"
@@ -118,20 +121,38 @@ TEST(OneBitTrain, CompressedStageSkipsTheGradientAllReduce) {
     eng.backward();
     eng.step();
   }
-  int64_t big_all_reduce = 0, a2a = 0, a2a_bytes = 0;
+  int64_t big_all_reduce = 0, a2a = 0, a2a_bytes = 0, gathers = 0, gather_bytes = 0;
   for (const auto& e : c.log().entries()) {
     if (e.op == "all_reduce" && e.bytes > 64) big_all_reduce += e.calls;
     if (e.op == "all_to_all") {
       a2a += e.calls;
       a2a_bytes += e.bytes * e.calls;
     }
+    if (e.op == "all_gather") {
+      gathers += e.calls;
+      gather_bytes += e.bytes * e.calls;
+    }
   }
   c.log().set_enabled(false);
   EXPECT_EQ(big_all_reduce, 0) << "the gradient was all-reduced in the compressed stage";
   if (c.world() > 1) {
+    // Two collectives per step, whatever the number of tensors: all pieces' scales travel in
+    // the blocks of packed signs (comm/compressed.h).
     EXPECT_EQ(a2a, 4);
-    // packed signs + one scale per block: about n / 8 bytes per step for n parameters
-    EXPECT_LT(static_cast<double>(a2a_bytes) / 4, eng.flat_params().numel() / 8.0 + 4096);
+    EXPECT_EQ(gathers, 4);
+    // One piece per model tensor: each block is T scales + the signs of every tensor's chunk.
+    std::vector<int64_t> pieces;
+    for (nn::Parameter* p : model.parameters()) pieces.push_back(p->value.numel());
+    comm::CompressedAllReduce expect(c, pieces);
+    EXPECT_EQ(expect.pieces(), static_cast<int64_t>(model.parameters().size()));
+    const int64_t block = expect.words_per_block() * 4;
+    EXPECT_EQ(a2a_bytes, 4 * c.world() * block);
+    EXPECT_EQ(gather_bytes, 4 * c.world() * block);
+    // n / 8 bytes of signs per step for n parameters, plus per block 4 bytes of scale per
+    // tensor, at most world - 1 bytes of padding per tensor and a last partial word
+    EXPECT_LE(
+        static_cast<double>(a2a_bytes) / 4,
+        eng.flat_params().numel() / 8.0 + 5.0 * c.world() * expect.pieces() + 4.0 * c.world());
   }
   Tensor mine = eng.flat_params().clone(), root = mine.clone();
   c.broadcast(root, 0)->wait();
@@ -211,25 +232,32 @@ TEST(OneBitTrain, LossWithinMarginOfAdamW) {
   struct Case {
     optim::OptimizerKind kind;
     const char* name;
-    double margin;  // relative, final loss vs AdamW's
+    double margin2, margin4;  // relative, final loss vs AdamW's, at 2 and at 4 ranks
   };
-  // Margins at 2 ranks (the stated comparison), from the figures measured when this was written
-  // (150 steps, warm-up/var_freeze 40/60): OneBitAdam -11%, ZeroOneAdam +20%, OneBitLamb +36% vs
-  // AdamW. At 1 rank nothing is compressed (-3%, +1%, -11%); at 4 ranks OneBitAdam -3%,
-  // ZeroOneAdam +57%, OneBitLamb +105%: on a model this small and a warm-up this short, the
-  // compression error of ZeroOneAdam's local steps and of OneBitLamb's reconstructed gradient
-  // (10x the momentum's error, into the fresh variance and its scaling factor) costs more than
-  // at the scale of the papers. Other rank counts check that each one learns.
-  // Investigated (2026-11-23): against DeepSpeed's zoadam.py and lamb.py the step, sync, schedule
-  // and factor formulas match. OneBitLamb: uncompressed Lamb itself ends +22% (2 ranks) / +64%
-  // (4 ranks) above AdamW at this lr and warm-up, so compression costs OneBitLamb +12% / +25%
-  // against Lamb; its factor stays in [1.1, 1.3] at 4 ranks (1.6 at 1 rank). ZeroOneAdam: one
-  // difference found: DeepSpeed compresses each parameter tensor with its own scale, here the
-  // whole buffer shares one; compressing per tensor (an experiment) takes 4 ranks from +57% to
-  // +18%.
-  for (const Case& k : {Case{optim::OptimizerKind::onebit_adam, "OneBitAdam", 0.05},
-                        Case{optim::OptimizerKind::zero_one_adam, "ZeroOneAdam", 0.30},
-                        Case{optim::OptimizerKind::onebit_lamb, "OneBitLamb", 0.50}}) {
+  // Margins from the figures measured (2026-11-23, 150 steps, warm-up/var_freeze 40/60), final
+  // loss vs AdamW's; every run is deterministic, so the margins guard against regressions:
+  //                 1 rank     2 ranks    4 ranks
+  //   OneBitAdam    -2.6%      -10.3%     -1.8%
+  //   ZeroOneAdam   +0.9%      -1.8%      +9.9%
+  //   OneBitLamb    -10.6%     +36.2%     +104.5%
+  // At 1 rank nothing is compressed. OneBitAdam and ZeroOneAdam compress each tensor with its own
+  // scales, as DeepSpeed does (comm/compressed.h, "Scale granularity"). With one scale for the
+  // whole flat buffer (before that change) ZeroOneAdam ended +20% (2 ranks) and +57% (4 ranks),
+  // OneBitAdam -11% / -3%. The likely reason (not isolated further): what ZeroOneAdam compresses,
+  // u * denom and its 1-bit-step gradients, differs by orders of magnitude between tensors
+  // (embeddings, norms, matrices); one shared scale gives the small tensors steps of the large
+  // ones' size, and its local steps let that error act until the next sync.
+  // OneBitLamb compresses its fused momentum in one piece, as DeepSpeed does (lamb.py: after
+  // scaling each tensor's momentum by scaling_coeff to a common magnitude, one
+  // compressed_allreduce of exp_avg_flat), so it is unchanged. Investigated (2026-11-23): against
+  // DeepSpeed's lamb.py the step and factor formulas match; uncompressed Lamb itself ends +22%
+  // (2 ranks) / +64% (4 ranks) above AdamW at this lr and warm-up, so compression costs
+  // OneBitLamb +12% / +25% against Lamb (its reconstructed gradient carries 10x the momentum's
+  // compression error into the fresh variance and the scaling factor, which stays in [1.1, 1.3]
+  // at 4 ranks against 1.6 at 1 rank). Other rank counts check that each one learns.
+  for (const Case& k : {Case{optim::OptimizerKind::onebit_adam, "OneBitAdam", 0.05, 0.05},
+                        Case{optim::OptimizerKind::zero_one_adam, "ZeroOneAdam", 0.10, 0.20},
+                        Case{optim::OptimizerKind::onebit_lamb, "OneBitLamb", 0.50, 1.30}}) {
     TrainRun r = train(settings(k.kind), steps);
     const double mine = tail_mean(r.losses, tail);
     if (world().rank() == 0)
@@ -238,7 +266,10 @@ TEST(OneBitTrain, LossWithinMarginOfAdamW) {
                   world().world(), steps, tail, adamw, k.name, mine, 100 * (mine / adamw - 1),
                   r.losses.front());
     if (world().world() == 2) {
-      EXPECT_LT(mine, adamw * (1 + k.margin)) << k.name;
+      EXPECT_LT(mine, adamw * (1 + k.margin2)) << k.name;
+    }
+    if (world().world() == 4) {
+      EXPECT_LT(mine, adamw * (1 + k.margin4)) << k.name;
     }
     EXPECT_LT(mine, 0.8 * r.losses.front()) << k.name << " did not learn";
   }
