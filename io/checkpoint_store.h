@@ -25,8 +25,9 @@
 // A crash at any point leaves the previous tag and `latest` as they were (or, after the final
 // rename, the new tag complete); leftovers are hidden `.tmp.*` folders that readers ignore.
 //
-// Load: rank 0 calls cleanup_stale(dir) (only when no save is running), then every rank
-// resolve_latest(dir) (or the engine broadcasts rank 0's answer), read_manifest, open_shard.
+// Load: rank 0 calls cleanup_stale(dir) (only when no save is running). Tools verify first
+// (resolve_latest / verify_or_throw, then read_manifest, open_shard); the engine reads each byte
+// once and checksums while it reads (io/checkpoint_load.h: load_candidates, TagLoader).
 //
 // Errors are CheckpointError naming the file: unwritable dir, disk full (ENOSPC from write or
 // fsync), corrupt manifest, missing shard, size or checksum mismatch.
