@@ -8,9 +8,14 @@
 // observer), with nccl-tests' bus factors: all_reduce 2(w-1)/w x size, all_gather and all_to_all
 // (w-1)/w x size (gathered / total size): what a ring or pairwise algorithm puts on each rank's
 // link. Step time: the slowest rank's time of each step, median over --iters steps.
+// The buffer is cut into the tensors of GPT blocks at --width D (per block: norm D + D, qkv
+// 3D^2 + 3D, proj D^2 + D, norm D + D, mlp 4D^2 + 4D and 4D^2 + D), repeated until n is filled:
+// OneBitAdam compresses each tensor with its own scales (comm/compressed.h), so the messages
+// carry one scale per tensor and each tensor's padding. --width 0: one tensor (the whole buffer).
 // Output: one JSON line per optimizer and one with the ratios, then a short table (rank 0).
 //
-// Usage: mpirun -np 4 --oversubscribe bench_onebit [--n 16777216] [--iters 10] [--warmup 2]
+// Usage: mpirun -np 4 --oversubscribe bench_onebit [--n 16777216] [--width 256] [--iters 10]
+//        [--warmup 2]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,6 +25,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/bootstrap.h"
@@ -50,13 +56,16 @@ int main(int argc, char** argv) {
   try {
     comm::Bootstrap& boot = comm::Bootstrap::init(&argc, &argv);
     int64_t n = int64_t{1} << 24;
+    int64_t width = 256;
     int iters = 10, warmup = 2;
     for (int i = 1; i + 1 < argc; i += 2) {
       const std::string a = argv[i];
       if (a == "--n") n = std::atoll(argv[i + 1]);
       else if (a == "--iters") iters = std::atoi(argv[i + 1]);
       else if (a == "--warmup") warmup = std::atoi(argv[i + 1]);
-      else throw ConfigError("bench_onebit: unknown option " + a + " (--n, --iters, --warmup)");
+      else if (a == "--width") width = std::atoll(argv[i + 1]);
+      else throw ConfigError("bench_onebit: unknown option " + a +
+                             " (--n, --width, --iters, --warmup)");
     }
     auto c = comm::make_mpi_communicator();
     const int w = c->world(), r = c->rank();
@@ -72,7 +81,24 @@ int main(int argc, char** argv) {
     std::normal_distribution<float> d(0.f, 1.f);
     for (float& x : grads) x = d(gen);
     for (float& x : params) x = 0.01f * d(gen);
-    const std::vector<optim::Segment> segs = {{0, n, true, -1}};
+    // One segment per tensor (as the engine cuts them for OneBitAdam), norms and biases undecayed.
+    std::vector<optim::Segment> segs;
+    if (width <= 0) {
+      segs.push_back({0, n, true, 0});
+    } else {
+      const int64_t d = width;
+      const std::vector<std::pair<int64_t, bool>> block = {
+          {d, false},         {d, false},     {3 * d * d, true}, {3 * d, false},
+          {d * d, true},      {d, false},     {d, false},        {d, false},
+          {4 * d * d, true},  {4 * d, false}, {4 * d * d, true}, {d, false}};
+      for (int64_t off = 0; off < n;)
+        for (const auto& [k, decay] : block) {
+          if (off == n) break;
+          const int64_t size = std::min(k, n - off);
+          segs.push_back({off, size, decay, static_cast<int64_t>(segs.size())});
+          off += size;
+        }
+    }
     Tensor sync = Tensor::zeros({1});  // times reduced with max: the slowest rank's step
 
     auto measure = [&](const char* name) {
@@ -110,8 +136,10 @@ int main(int argc, char** argv) {
       Result res{times[times.size() / 2], bytes};
       if (r == 0)
         std::printf("{\"bench\": \"onebit\", \"optimizer\": \"%s\", \"ranks\": %d, \"params\": %lld, "
-                    "\"bytes_sent_per_rank_per_step\": %.0f, \"step_ms_median\": %.3f, \"iters\": %d}\n",
-                    name, w, static_cast<long long>(n), res.bytes_per_step, res.median_ms, iters);
+                    "\"tensors\": %zu, \"bytes_sent_per_rank_per_step\": %.0f, \"step_ms_median\": %.3f, "
+                    "\"iters\": %d}\n",
+                    name, w, static_cast<long long>(n), segs.size(), res.bytes_per_step, res.median_ms,
+                    iters);
       return res;
     };
     const Result a = measure("AdamW");
@@ -121,8 +149,10 @@ int main(int argc, char** argv) {
       std::printf("{\"bench\": \"onebit\", \"ratio\": \"OneBitAdam/AdamW\", \"ranks\": %d, "
                   "\"bytes_ratio\": %.5f, \"step_time_ratio\": %.3f}\n",
                   w, bytes_ratio, b.median_ms / a.median_ms);
-      std::printf("\n%-12s %14s %12s   (%d ranks, %lld f32 parameters, median of %d steps)\n",
-                  "optimizer", "bytes/rank", "step ms", w, static_cast<long long>(n), iters);
+      std::printf("\n%-12s %14s %12s   (%d ranks, %lld f32 parameters in %zu tensors, median of %d "
+                  "steps)\n",
+                  "optimizer", "bytes/rank", "step ms", w, static_cast<long long>(n), segs.size(),
+                  iters);
       std::printf("%-12s %14.0f %12.2f\n", "AdamW", a.bytes_per_step, a.median_ms);
       std::printf("%-12s %14.0f %12.2f\n", "OneBitAdam", b.bytes_per_step, b.median_ms);
       std::printf("%-12s %14.5f %12.3f   (1/%.1f of the bytes)\n", "ratio", bytes_ratio,
