@@ -10,7 +10,9 @@
 //     good enough preconditioner, the paper's observation); the engine no longer all-reduces the
 //     gradient (reduces_own_gradients() is true), and each rank
 //       m = b1 m + (1 - b1) g_local
-//       m = compressed_allreduce(m)            1-bit, error feedback (comm/compressed.h)
+//       m = compressed_allreduce(m)            1-bit, error feedback (comm/compressed.h), each
+//                                              tensor with its own scales, as DeepSpeed calls
+//                                              it per parameter (one segment per tensor)
 //       p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)
 //     with bc1 = 1 - b1^t and bc2 = 1 - b2^freeze_step (frozen with v). m is identical on every
 //     rank after the all-reduce, v too, so the parameters stay identical without any other

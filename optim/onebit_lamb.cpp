@@ -11,6 +11,8 @@
 //   ||m|| / sqrt(numel) over the tensors: momenta of very different magnitudes then share one
 //   compression scale with less error.
 //   m_last = m;  m = b1 m + (1 - b1) g_local;  m = compressed_allreduce(m * scaling) / scaling
+//   (the whole momentum buffer one piece with one worker scale, as DeepSpeed compresses its fused
+//   exp_avg_flat; scaling evens the tensors' magnitudes for that shared scale)
 //   g_rec = (m - b1 m_last) / (1 - b1)          the averaged gradient, reconstructed
 //   v_fresh = b2 v_fresh + (1 - b2) g_rec^2      a variance that keeps moving (not used to step)
 //   per tensor: prelim = (m / bc1) / denom, denom = sqrt(v / bc2) + eps;  u = prelim + wd w;

@@ -22,6 +22,8 @@
 //                    p += u / denom,  u = 0,  lrs = 0
 //                  Every local_step_scaler steps, local_step_interval doubles up to
 //                  local_step_clipper (H).
+// compressed_allreduce compresses each tensor with its own scales and error buffers, as DeepSpeed
+// calls it once per parameter (comm/compressed.h, "Scale granularity"; one segment per tensor).
 // Adam's update here is p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps) in the
 // rounding of optim/adam.cpp, with bc1 = 1 - b1^t and bc2 = 1 - b2^k, k = the number of variance
 // updates so far (bias_correction: false sets both to 1, DeepSpeed's updates: DeepSpeed ignores
