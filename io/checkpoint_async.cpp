@@ -35,6 +35,12 @@ PersistResult persist_checkpoint(const PersistRequest& req, const PersistCollect
     if (!coll.any_failed) return failed;
     return collective([&] { return coll.any_failed(failed, phase); });
   };
+  // After an agreed failure: the reason from the rank that failed, for every rank's message.
+  auto reason = [&](const std::string& mine, const std::string& fallback) {
+    if (!coll.first_error) return mine.empty() ? fallback : mine;
+    std::string first = collective([&] { return coll.first_error(mine); });
+    return first.empty() ? fallback : first;
+  };
 
   PersistResult res;
   res.tag = req.tag;
@@ -50,9 +56,8 @@ PersistResult persist_checkpoint(const PersistRequest& req, const PersistCollect
   }
   if (agree(!err.empty(), "begin")) {
     if (lead) abort_save(req.dir, req.tag);
-    throw CheckpointError(err.empty() ? "rank 0 could not start the save of '" + req.tag +
-                                            "' (see its message)"
-                                      : err);
+    throw CheckpointError(reason(err, "rank 0 could not start the save of '" + req.tag +
+                                          "' (see its message)"));
   }
 
   // Phase 2: every rank's shard, rank 0's client state; then everyone learns every record.
@@ -69,9 +74,8 @@ PersistResult persist_checkpoint(const PersistRequest& req, const PersistCollect
   }
   if (agree(!err.empty(), "write")) {
     if (lead) abort_save(req.dir, req.tag);
-    throw CheckpointError(err.empty() ? "another rank failed to write its shard of '" + req.tag +
-                                            "' (see its message); the previous checkpoint is intact"
-                                      : err);
+    throw CheckpointError(reason(err, "another rank failed to write its shard of '" + req.tag +
+                                          "' (see its message); the previous checkpoint is intact"));
   }
   std::vector<std::pair<uint64_t, uint64_t>> recs = {{rec.size, rec.checksum}};
   if (coll.gather) recs = collective([&] { return coll.gather(rec.size, rec.checksum); });
@@ -98,9 +102,7 @@ PersistResult persist_checkpoint(const PersistRequest& req, const PersistCollect
     }
   }
   if (agree(!err.empty(), "commit"))
-    throw CheckpointError(err.empty() ? "rank 0 could not commit '" + req.tag +
-                                            "' (see its message)"
-                                      : err);
+    throw CheckpointError(reason(err, "rank 0 could not commit '" + req.tag + "' (see its message)"));
   res.total_ms = ms_since(t0);
   return res;
 }

@@ -53,6 +53,10 @@ struct PersistCollectives {
   // After "write": every rank's (size, checksum) of its shard, in rank order. Unset: one rank.
   std::function<std::vector<std::pair<uint64_t, uint64_t>>(uint64_t size, uint64_t checksum)>
       gather;
+  // After a phase agreed on a failure: the first failing rank's message as "rank r: <message>"
+  // (every rank calls it with its own message, "" when it did not fail), so that every rank, rank 0
+  // included, reports the real reason (e.g. the disk full on rank 1). Unset: "".
+  std::function<std::string(const std::string& error)> first_error;
 };
 
 struct PersistResult {

@@ -139,6 +139,19 @@ io::PersistCollectives collectives_on(
     for (int r = 0; r < world; ++r) out.emplace_back(flat[2 * r], flat[2 * r + 1]);
     return out;
   };
+  pc.first_error = [c](const std::string& error) {
+    // A fixed-size slot per rank (messages are cut at 1 KiB), all-gathered as i32 words.
+    constexpr int64_t kWords = 256;
+    const int world = c->world();
+    Tensor mine = Tensor::zeros({kWords}, DType::i32), all = Tensor::empty({kWords * world}, DType::i32);
+    std::memcpy(mine.raw(), error.data(), std::min<size_t>(error.size(), kWords * 4 - 1));
+    c->all_gather(mine, all)->wait();
+    for (int r = 0; r < world; ++r) {
+      const char* text = static_cast<const char*>(all.raw()) + r * kWords * 4;
+      if (text[0] != '\0') return detail::str_cat("rank ", r, ": ", std::string(text, strnlen(text, kWords * 4)));
+    }
+    return std::string();
+  };
   return pc;
 }
 

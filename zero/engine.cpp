@@ -30,9 +30,10 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   params_ = Tensor::zeros({part_.padded});
   grads_ = Tensor::zeros({part_.padded});
   // Weight-decay runs over the whole flat buffer. Lamb needs one run per tensor (its trust ratio is
-  // per tensor, identified across ranks by the tensor's index); Adam gets merged runs (fewer,
-  // longer loops that split across threads).
-  const bool per_tensor = optim::per_tensor_segments(s_.optimizer_kind);  // Lamb, OneBitLamb
+  // per tensor, identified across ranks by the tensor's index), and so do the 1-bit optimizers
+  // (one compression scale per tensor, as DeepSpeed); Adam gets merged runs (fewer, longer loops
+  // that split across threads).
+  const bool per_tensor = optim::per_tensor_segments(s_.optimizer_kind);
   std::vector<optim::Segment> all_segments;
   int64_t off = 0, index = 0;
   for (nn::Parameter* p : ps) {

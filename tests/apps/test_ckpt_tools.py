@@ -183,8 +183,9 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # bf16 runs round the weights to 8 bits after every step: a master value a hair away on one run
     # can round to the neighbouring bf16 weight, and the next steps see that (2^-8 relative), so
-    # the fp32 masters of bf16 runs agree to 1e-4, not 1e-5.
-    for a, b, what, tol in ((dB, dA, "f32", 1e-5), (dD, dC, "bf16 (fp32 master)", 1e-4)):
+    # the fp32 masters of bf16 runs agree to a few 1e-4, not 1e-5 (measured 0.6-1.03e-4 as the
+    # repository text the tiny config trains on changes).
+    for a, b, what, tol in ((dB, dA, "f32", 1e-5), (dD, dC, "bf16 (fp32 master)", 3e-4)):
         if a in outs and b in outs:
             errs, kbias = {}, 0.0
             for n in outs[b]:
