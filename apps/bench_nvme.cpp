@@ -18,9 +18,13 @@
 //    step on the same span (the in-memory optimizer): params/s of both. PyTorch's AdamW (foreach)
 //    on the same size: bench/torch_adam.py (bench/RESULTS.md puts the two side by side).
 // Medians over --reps repetitions; the first step of each configuration is a warm-up.
-// Usage: bench_nvme [--dir PATH] [--params 64M] [--sub-groups 64M,8M,2M] [--buffers 2,4]
+// Usage: bench_nvme [--dir PATH] [--paired] [--params 64M] [--sub-groups 64M,8M,2M] [--buffers 2,4]
 //                   [--block-kib 1024] [--queue-depth 8] [--aio-threads 1] [--reps 3]
 //                   [--seq-chunk-mib 8,64] [--threads N] [--update-threads 0] [--drop-caches]
+// --paired: also one plain sequential write + read (the floor's best chunk) right before each
+// timed step, and paired_fraction = the median over repetitions of (plain time / step time): the
+// disk of this VM drifts by tens of percent within a minute, and a floor measured once per run
+// then moves every ratio of the run together; pairs next to each other in time drift less.
 // --update-threads: OffloadOptions::update_threads, a list (0 = automatic: the cores the aio
 // threads leave free while I/O is in flight; N = N OpenMP threads), each measured in turn.
 #include "io/aio.h"
@@ -77,6 +81,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 }
 
 bool g_can_drop = false;
+bool g_paired = false;
 void drop_caches() {
   if (!g_can_drop) return;
   ::sync();
@@ -161,6 +166,8 @@ int main(int argc, char** argv) {
       seq_chunks = parse_list(next());
     else if (a == "--drop-caches")
       g_can_drop = true;
+    else if (a == "--paired")
+      g_paired = true;
     else if (a == "--update-threads")
       update_threads = parse_list(next());
     else if (a == "--threads")
@@ -184,10 +191,11 @@ int main(int argc, char** argv) {
 
   struct Row {
     int64_t sub_group, buffers, update_threads, file_bytes;
-    double sec, seq_gbps;
+    double sec, seq_gbps, paired;
   };
   std::vector<Row> rows;
   std::vector<double> seq_w, seq_r;
+  int64_t best_chunk = 0;
   int64_t seq_bytes = 0;
   for (int64_t sg : sub_groups) {
     for (int64_t b : buffers) {
@@ -225,19 +233,27 @@ int main(int argc, char** argv) {
                 g_can_drop ? "true" : "false");
             if (gbps > best) {
               best = gbps;
+              best_chunk = chunk;
               seq_w = w;
               seq_r = rd;
             }
           }
         }
-        std::vector<double> ts;
+        std::vector<double> ts, paired;
         for (int r = 0; r <= reps; ++r) {
+          double seq_sec = 0;
+          if (g_paired && r > 0) {
+            auto [tw, tr] = sequential(dir + "/zerotrain_seq.bin", file_bytes, best_chunk);
+            seq_sec = tw + tr;
+          }
           drop_caches();
           auto t0 = Clock::now();
           off.step(grads.data(), segs, 1e-3f);
           if (r > 0) ts.push_back(since(t0));
+          if (seq_sec > 0) paired.push_back(seq_sec / ts.back());
         }
         const double sec = median(ts);
+        const double paired_fraction = paired.empty() ? 0 : median(paired);
         const double seq_gbps = 2.0 * file_bytes / (median(seq_w) + median(seq_r));
         const double swap_gbps = 2.0 * file_bytes / sec;
         std::printf(
@@ -248,16 +264,17 @@ int main(int argc, char** argv) {
             "\"threads\": %d, "
             "\"file_bytes\": %ld, \"direct\": %s, \"uring\": %s, \"step_ms\": %.1f, "
             "\"params_per_s\": %.4g, \"swap_gbps\": %.3f, \"seq_gbps\": %.3f, "
-            "\"fraction_of_seq\": %.3f}\n",
+            "\"fraction_of_seq\": %.3f, \"paired_fraction\": %.3f}\n",
             static_cast<long>(n), static_cast<long>(off.sub_group_size()), static_cast<long>(b),
             off.update_threads(), static_cast<long>(aio.block_size),
             static_cast<long>(aio.queue_depth), static_cast<long>(aio.thread_count), threads,
             static_cast<long>(file_bytes),
             off.describe().find("buffered") == std::string::npos ? "true" : "false",
             off.describe().find("pread") == std::string::npos ? "true" : "false", sec * 1e3,
-            n / sec, swap_gbps / 1e9, seq_gbps / 1e9, swap_gbps / seq_gbps);
+            n / sec, swap_gbps / 1e9, seq_gbps / 1e9, swap_gbps / seq_gbps, paired_fraction);
         std::fflush(stdout);
-        rows.push_back({off.sub_group_size(), b, off.update_threads(), file_bytes, sec, seq_gbps});
+        rows.push_back({off.sub_group_size(), b, off.update_threads(), file_bytes, sec, seq_gbps,
+                        paired_fraction});
       }
     }
   }
@@ -294,14 +311,15 @@ int main(int argc, char** argv) {
   std::printf("# NVMe offload, %ld params, dir %s, aio block %ld KiB qd %ld threads %ld\n",
               static_cast<long>(n), dir.c_str(), static_cast<long>(aio.block_size >> 10),
               static_cast<long>(aio.queue_depth), static_cast<long>(aio.thread_count));
-  std::printf("# %-14s %-8s %-8s %-10s %-12s %-11s %-10s %s\n", "sub_group_size", "buffers",
-              "update", "step_ms", "params/s", "swap GB/s", "seq GB/s", "fraction");
+  std::printf("# %-14s %-8s %-8s %-10s %-12s %-11s %-10s %-9s %s\n", "sub_group_size", "buffers",
+              "update", "step_ms", "params/s", "swap GB/s", "seq GB/s", "fraction", "paired");
   for (const Row& r : rows) {
     const double seq = r.seq_gbps;
-    std::printf("# %-14ld %-8ld %-8ld %-10.1f %-12.4g %-11.3f %-10.3f %.3f\n",
+    std::printf("# %-14ld %-8ld %-8ld %-10.1f %-12.4g %-11.3f %-10.3f %-9.3f %.3f\n",
                 static_cast<long>(r.sub_group), static_cast<long>(r.buffers),
                 static_cast<long>(r.update_threads), r.sec * 1e3, n / r.sec,
-                2.0 * r.file_bytes / r.sec / 1e9, seq / 1e9, 2.0 * r.file_bytes / r.sec / seq);
+                2.0 * r.file_bytes / r.sec / 1e9, seq / 1e9, 2.0 * r.file_bytes / r.sec / seq,
+                r.paired);
   }
   std::printf("# CPU offload %.4g params/s, in-memory AdamW %.4g params/s (%.3f)\n", n / cpu_sec,
               n / mem_sec, mem_sec / cpu_sec);
