@@ -186,13 +186,21 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, flo
            " (K = ", kb, ")", ta || tb ? " after transposes" : "");
   ZT_CHECK(out.size(-2) == m && out.size(-1) == n, "matmul: out ", out.str(), " should be [..., ",
            m, ", ", n, "]");
-  int64_t batch = a.numel() / (m * k);
+  // Batch counts from the leading dims (not numel / (m*k): an empty operand has m or k = 0).
+  int64_t batch = 1, bb = 1;
+  for (int d = 0; d + 2 < a.dim(); ++d) batch *= a.size(d);
+  for (int d = 0; d + 2 < b.dim(); ++d) bb *= b.size(d);
   ZT_CHECK(out.numel() == batch * m * n, "matmul: out ", out.str(), " should hold ", batch,
            " products of [", m, ", ", n, "]");
-  int64_t bb = b.numel() / (k * n);
   ZT_CHECK(bb == batch || b.dim() == 2, "matmul: b ", b.str(), " must be 2-D or have ", batch,
            " batches like a ", a.str());
   ZT_CHECK(!out.shares_storage(a) && !out.shares_storage(b), "matmul: out must not alias a or b");
+  if (out.numel() == 0) return;  // nothing to compute
+  if (k == 0) {  // an empty sum: out = beta * out
+    if (beta == 0.f) fill(out, 0.f);
+    else scale(out, beta);
+    return;
+  }
   if (gpu) {  // cuda
     require_float_alike("matmul", {&a, &b, &out});
     return cuda::matmul(a, b, out, batch, m, n, k, ta, tb, alpha, beta, b.dim() == 2);

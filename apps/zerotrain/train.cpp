@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <random>
 #include <thread>
 
@@ -143,6 +144,11 @@ int run_train(const TrainOptions& opt) {
   const comm::Topology& topo = comm::Bootstrap::instance().topology();
   const int world = topo.world, rank = topo.rank;
   const bool lead = rank == 0;  // rank 0 prints, logs and samples
+  // First thing: a signal while the config and data load (a Slurm --signal arriving early) must
+  // also end in a save at the first step boundary, not kill the rank.
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);
   const FaultHook fault = fault_from_env();  // [faults] ZT_FAULT test hook (faults.h)
   io::Config cfg = io::load_config(opt.config_path, opt.overrides);
   if (opt.steps >= 0) cfg.training.steps = opt.steps;
@@ -350,7 +356,11 @@ int run_train(const TrainOptions& opt) {
 
   // On a terminal rank 0 keeps a progress bar with an ETA on the last line; batch logs (stdout a
   // file or pipe) get only the plain lines.
-  const bool tty = lead && isatty(STDOUT_FILENO);
+  // The progress bar needs a terminal. Under Slurm, or with ZT_PROGRESS=0, plain lines only: batch
+  // logs of mpirun jobs can look like a terminal to rank 0 (mpirun forwards through a pty).
+  const char* progress_env = std::getenv("ZT_PROGRESS");
+  const bool tty = lead && isatty(STDOUT_FILENO) && std::getenv("SLURM_JOB_ID") == nullptr &&
+                   !(progress_env && std::string(progress_env) == "0");
   auto t_start = Clock::now();
   auto progress = [&](int64_t step, double loss_now, double tok_s) {
     if (!tty) return;
@@ -366,9 +376,6 @@ int run_train(const TrainOptions& opt) {
     std::fflush(stdout);
   };
 
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);
 
   Tensor ids, tgt;
   std::vector<double> tps;

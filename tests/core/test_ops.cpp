@@ -391,5 +391,19 @@ TEST(CoreOps, ThreadCountDoesNotChangeReductions) {
   EXPECT_THROW(ops::set_num_threads(0), Error);
 }
 
+// Empty operands: m, n or k = 0 is legal (an empty batch, a layer of width 0): no division by zero,
+// nothing written for an empty out, and out = beta * out for an empty sum (k = 0).
+TEST(CoreOps, MatmulWithEmptyDimensions) {
+  Tensor a0 = Tensor::zeros({0, 4}), b = Tensor::zeros({4, 3}), out0 = Tensor::zeros({0, 3});
+  ops::matmul(a0, b, out0);
+  EXPECT_EQ(out0.numel(), 0);
+  Tensor a = Tensor::zeros({2, 0}), bk = Tensor::zeros({0, 3});
+  Tensor out = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  ops::matmul(a, bk, out, false, false, 1.f, 0.5f);
+  EXPECT_EQ(out.to_vector(), (std::vector<float>{0.5f, 1, 1.5f, 2, 2.5f, 3}));
+  ops::matmul(a, bk, out);
+  EXPECT_EQ(out.to_vector(), std::vector<float>(6, 0.f));
+}
+
 }  // namespace
 }  // namespace zt
