@@ -152,7 +152,7 @@ TEST(Dup, IndependentCommunicator) {
 // rank 0 has not issued yet); once rank 0 issues it, the op completes and wait() succeeds.
 TEST(Timeout, WaitGivesUpThenOpCompletes) {
   Communicator& c = world_comm();
-  if (c.world() < 2) GTEST_SKIP() << "needs two ranks";
+  ASSERT_GE(c.world(), 2) << "needs two ranks (the one-rank ctest entries filter it out)";
   CommOptions o;
   o.timeout_s = 0.3;
   std::unique_ptr<Communicator> d = make_mpi_communicator(o);
