@@ -89,6 +89,17 @@ io::Split load_data(const io::Config& cfg) {
   return s;
 }
 
+// Whether mpirun/srun started this process: its environment *at exec* (/proc/self/environ; MPI's
+// singleton start adds OMPI_* variables later, with putenv) names a launcher.
+bool started_by_launcher() {
+  std::ifstream env("/proc/self/environ", std::ios::binary);
+  std::string var;
+  while (std::getline(env, var, '\0'))
+    for (const char* key : {"OMPI_COMM_WORLD_SIZE=", "PMIX_RANK=", "PMI_RANK=", "SLURM_JOB_ID="})
+      if (var.rfind(key, 0) == 0) return true;
+  return false;
+}
+
 double eval_loss(zero::Engine& engine, const io::TokenStream& val, const io::Config& cfg) {
   if (val.tokens.size() <= static_cast<size_t>(cfg.model.seq_len) + 1 || cfg.training.eval_batches <= 0)
     return NAN;
@@ -356,11 +367,14 @@ int run_train(const TrainOptions& opt) {
 
   // On a terminal rank 0 keeps a progress bar with an ETA on the last line; batch logs (stdout a
   // file or pipe) get only the plain lines.
-  // The progress bar needs a terminal. Under Slurm, or with ZT_PROGRESS=0, plain lines only: batch
-  // logs of mpirun jobs can look like a terminal to rank 0 (mpirun forwards through a pty).
+  // The progress bar needs a terminal. Under a launcher (mpirun, srun) rank 0's stdout is a pty
+  // that mpirun forwards whatever its own stdout is, batch logs included, so there plain lines are
+  // the default; ZT_PROGRESS=1 forces the bar, ZT_PROGRESS=0 turns it off everywhere.
   const char* progress_env = std::getenv("ZT_PROGRESS");
-  const bool tty = lead && isatty(STDOUT_FILENO) && std::getenv("SLURM_JOB_ID") == nullptr &&
-                   !(progress_env && std::string(progress_env) == "0");
+  const std::string progress_mode = progress_env ? progress_env : "";
+  const bool launched = started_by_launcher();
+  const bool tty = lead && isatty(STDOUT_FILENO) && progress_mode != "0" &&
+                   (progress_mode == "1" || !launched);
   auto t_start = Clock::now();
   auto progress = [&](int64_t step, double loss_now, double tok_s) {
     if (!tty) return;
