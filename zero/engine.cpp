@@ -141,7 +141,7 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   }
   ranges.back().second = part_.padded;
   // Stage 3 reduces each unit's gradient as one collective right after its backward (no buckets).
-  if (s_.zero_stage == 3) init_stage3(ps, ranges);
+  if (s_.zero_stage == 3) init_stage3(ranges);
   else buckets_ = plan_buckets(ranges, s_.reduce_bucket_size);
   last_lr_ = s_.scheduler->lr_at(0);
 }
@@ -150,8 +150,7 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
 // units to the coordinator, and let go of the whole-model buffers. (The full buffers exist during
 // construction only, to start every rank from rank 0's weights; DeepSpeed's zero.Init avoids even
 // that by partitioning as the model is built.)
-void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
-                         const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+void Engine::init_stage3(const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   const Tensor& full = mixed() ? params16_ : params_;
   part_params_ = full.flat_view(part_.begin(), {part_.size}).clone();
   part_grads_ = Tensor::zeros({part_.size}, s_.grad_dtype);
@@ -171,7 +170,6 @@ void Engine::init_stage3(const std::vector<nn::Parameter*>& ps,
   // The tied head reads the token embedding (unit 0's weight) in forward and adds to its gradient
   // in backward.
   if (model_.config().tie_weights) units[L + 1].also.push_back(0);
-  (void)ps;
   Stage3Options o;
   o.prefetch_bucket_size = s_.stage3_prefetch_bucket_size;
   o.max_live_parameters = s_.stage3_max_live_parameters;

@@ -252,7 +252,7 @@ class Engine : private nn::BlockHooks {
   void after_recompute(int unit) override;
   void before_backward(int unit) override;  // BlockHooks: timeline; stage 3 gathers the unit
   void after_backward(int unit) override;  // BlockHooks: launch the buckets this unit completed
-  void init_stage3(const std::vector<nn::Parameter*>& ps, const std::vector<std::pair<int64_t, int64_t>>& ranges);
+  void init_stage3(const std::vector<std::pair<int64_t, int64_t>>& ranges);
   void zero_grads();
   void add_optimizer_bytes(MemoryBytes& m) const;
   void launch_bucket(const Bucket& b);
