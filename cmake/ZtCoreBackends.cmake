@@ -23,6 +23,8 @@ if(ZT_WITH_CUDA)
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/nn.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/runtime.cpp
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/blas.cpp
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/attention.cpp  # cuDNN fused attention (backend graph API)
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/optim.cu       # fused multi-tensor Adam/AdamW, overflow flag
   )
   target_link_libraries(zt_core PRIVATE
     zt::cuda_options
@@ -30,5 +32,7 @@ if(ZT_WITH_CUDA)
 else()
   target_sources(zt_core PRIVATE
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/stub.cpp
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/stub_attention.cpp
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/stub_optim.cpp
   )
 endif()
