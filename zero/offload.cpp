@@ -62,8 +62,6 @@ OffloadOptions offload_options(const io::Config& cfg, int rank) {
                   "GPU backend: set ratio to 1");
   ZT_CHECK_CONFIG(o.buffer_count >= 1, kKey + ".buffer_count", "must be at least 1, got ",
                   o.buffer_count);
-  ZT_CHECK_CONFIG(cfg.zero.sub_group_size >= 1, "zero_optimization.sub_group_size",
-                  "must be at least 1 with an optimizer offload, got ", cfg.zero.sub_group_size);
   OffloadOptions opt;
   opt.device = o.device;
   opt.nvme_path = o.nvme_path;
@@ -94,12 +92,28 @@ OptimizerOffload::OptimizerOffload(const optim::AdamParams& adam, int64_t n,
                                    const OffloadOptions& opt)
     : adam_(adam), opt_(opt), n_(n) {
   ZT_CHECK(n >= 0, "OptimizerOffload: negative size ", n);
-  ZT_CHECK_CONFIG(opt.sub_group_size >= 1, "zero_optimization.sub_group_size",
-                  "must be at least 1, got ", opt.sub_group_size);
+  ZT_CHECK_CONFIG(opt.sub_group_size >= 0, "zero_optimization.sub_group_size",
+                  "must be at least 0 (0: one sub-group per parameter), got ", opt.sub_group_size);
   ZT_CHECK_CONFIG(opt.buffer_count >= 1, kKey + ".buffer_count", "must be at least 1, got ",
                   opt.buffer_count);
-  group_ = std::max<int64_t>(1, std::min(opt.sub_group_size, n));
-  groups_ = (n + group_ - 1) / group_;
+  bounds_ = {0};
+  if (opt.sub_group_size >= 1) {
+    for (int64_t lo = opt.sub_group_size; lo < n; lo += opt.sub_group_size) bounds_.push_back(lo);
+  } else {
+    for (int64_t start : opt.param_starts) {
+      ZT_CHECK(start > bounds_.back() && start <= n, "OptimizerOffload: param_starts must increase "
+               "inside (0, ", n, "], got ", start, " after ", bounds_.back());
+      if (start < n) bounds_.push_back(start);
+    }
+  }
+  if (n > 0) bounds_.push_back(n);
+  groups_ = static_cast<int64_t>(bounds_.size()) - 1;
+  slots_ = {0};
+  for (int64_t g = 0; g < groups_; ++g) {
+    const int64_t size = bounds_[static_cast<size_t>(g) + 1] - bounds_[static_cast<size_t>(g)];
+    group_ = std::max(group_, size);
+    slots_.push_back(slots_.back() + io::round_up(size * 4, io::kAioAlignment));
+  }
   stride_ = io::round_up(group_ * 4, io::kAioAlignment);
 
   if (opt.device == io::OffloadDevice::kCpu) {
@@ -124,7 +138,7 @@ OptimizerOffload::OptimizerOffload(const optim::AdamParams& adam, int64_t n,
                 ".nvme_path): " + ec.message());
   path_ = (fs::path(dir_) / "optimizer.swp").string();
   file_ = std::make_unique<io::AioFile>(path_, io::AioFile::Mode::kCreate);
-  file_->allocate(3 * groups_ * stride_);
+  file_->allocate(slot_offset(groups_));
   const int64_t buffers = std::min(opt.buffer_count, std::max<int64_t>(groups_, 1));
   for (int64_t b = 0; b < buffers; ++b) {
     buffers_.emplace_back(3 * stride_);
@@ -161,11 +175,16 @@ void OptimizerOffload::step(const float* grads, const std::vector<optim::Segment
   float* m = master + plane;
   float* v = master + 2 * plane;
   for (int64_t g = 0; g < groups_; ++g) {
-    const int64_t lo = g * group_, hi = std::min(n_, lo + group_);
+    const int64_t lo = sub_group_begin(g), hi = sub_group_begin(g + 1);
     optim::adam_update(adam_, t_, lr, master + lo, grads + lo, m + lo, v + lo,
                        clip(segments, lo, hi));
     if (on_updated) on_updated(lo, hi - lo, master + lo);
   }
+}
+
+int64_t OptimizerOffload::group_of(int64_t offset) const {
+  return static_cast<int64_t>(std::upper_bound(bounds_.begin(), bounds_.end(), offset) -
+                              bounds_.begin()) - 1;
 }
 
 int OptimizerOffload::update_threads() const {
@@ -184,7 +203,6 @@ void OptimizerOffload::step_nvme(const float* grads, const std::vector<optim::Se
   const int64_t B = static_cast<int64_t>(buffers_.size());
   // Reads issued ahead of the sub-group being updated (0: read each one when it is needed).
   const int64_t ahead = opt_.pipeline_read ? B - 1 : 0;
-  const int64_t slot = 3 * stride_;
   std::vector<io::AioTicket> reads(static_cast<size_t>(groups_)), writes(reads.size());
   auto buffer = [&](int64_t g) -> io::AlignedBuffer& {
     return buffers_[static_cast<size_t>(g % B)];
@@ -195,7 +213,7 @@ void OptimizerOffload::step_nvme(const float* grads, const std::vector<optim::Se
   auto read = [&](int64_t g) {
     const bool busy = g >= B && !aio_->done(writes[static_cast<size_t>(g - B)]);
     reads[static_cast<size_t>(g)] =
-        aio_->read(*file_, buffer(g).data(), slot, slot_offset(g),
+        aio_->read(*file_, buffer(g).data(), 3 * stride(g), slot_offset(g),
                    busy ? io::AioOrder::kAfterPrevious : io::AioOrder::kAny);
   };
   for (int64_t g = 0; g < std::min(ahead, groups_); ++g) read(g);
@@ -203,13 +221,13 @@ void OptimizerOffload::step_nvme(const float* grads, const std::vector<optim::Se
     if (ahead == 0) read(g);
     aio_->wait(reads[static_cast<size_t>(g)]);
     if (ahead > 0 && g + ahead < groups_) read(g + ahead);
-    const int64_t lo = g * group_, hi = std::min(n_, lo + group_);
+    const int64_t lo = sub_group_begin(g), hi = sub_group_begin(g + 1);
     float* master = buffer(g).as<float>();
-    float* m = master + stride_ / 4;
-    float* v = master + 2 * stride_ / 4;
+    float* m = master + stride(g) / 4;
+    float* v = master + 2 * stride(g) / 4;
     optim::adam_update(adam_, t_, lr, master, grads + lo, m, v, clip(segments, lo, hi));
     io::AioTicket& w = writes[static_cast<size_t>(g)];
-    w = aio_->write(*file_, master, slot, slot_offset(g));
+    w = aio_->write(*file_, master, 3 * stride(g), slot_offset(g));
     if (!opt_.pipeline_write) aio_->wait(w);
     if (on_updated) on_updated(lo, hi - lo, master);
   }
@@ -227,9 +245,10 @@ void OptimizerOffload::read_state(const std::string& name, int64_t offset, int64
     return;
   }
   io::AlignedBuffer& scratch = buffers_[0];
-  for (int64_t g = offset / group_; count > 0; ++g) {
-    const int64_t lo = g * group_, a = offset - lo, len = std::min(count, group_ - a);
-    aio_->wait(aio_->read(*file_, scratch.data(), stride_, slot_offset(g) + k * stride_));
+  for (int64_t g = group_of(offset); count > 0; ++g) {
+    const int64_t lo = sub_group_begin(g), a = offset - lo;
+    const int64_t len = std::min(count, sub_group_begin(g + 1) - offset);
+    aio_->wait(aio_->read(*file_, scratch.data(), stride(g), slot_offset(g) + k * stride(g)));
     std::memcpy(dst, scratch.as<float>() + a, static_cast<size_t>(len) * 4);
     dst += len;
     offset += len;
@@ -248,14 +267,14 @@ void OptimizerOffload::write_state(const std::string& name, int64_t offset, int6
     return;
   }
   io::AlignedBuffer& scratch = buffers_[0];
-  for (int64_t g = offset / group_; count > 0; ++g) {
-    const int64_t lo = g * group_, hi = std::min(n_, lo + group_), a = offset - lo;
-    const int64_t len = std::min(count, group_ - a);
-    const int64_t at = slot_offset(g) + k * stride_;
+  for (int64_t g = group_of(offset); count > 0; ++g) {
+    const int64_t lo = sub_group_begin(g), hi = sub_group_begin(g + 1), a = offset - lo;
+    const int64_t len = std::min(count, hi - offset);
+    const int64_t at = slot_offset(g) + k * stride(g);
     if (a > 0 || len < hi - lo)  // part of the sub-group: keep the rest
-      aio_->wait(aio_->read(*file_, scratch.data(), stride_, at));
+      aio_->wait(aio_->read(*file_, scratch.data(), stride(g), at));
     std::memcpy(scratch.as<float>() + a, src, static_cast<size_t>(len) * 4);
-    aio_->wait(aio_->write(*file_, scratch.data(), stride_, at));
+    aio_->wait(aio_->write(*file_, scratch.data(), stride(g), at));
     src += len;
     offset += len;
     count -= len;
@@ -269,7 +288,7 @@ OptimizerOffload::Memory OptimizerOffload::memory() const {
     return m;
   }
   for (const auto& b : buffers_) m.host_bytes += b.bytes();
-  m.file_bytes = 3 * groups_ * stride_;
+  m.file_bytes = slot_offset(groups_);
   return m;
 }
 
@@ -279,7 +298,10 @@ std::string OptimizerOffload::describe() const {
   const Memory m = memory();
   std::string s = std::string("optimizer offload to ") + (on_nvme() ? "nvme" : "cpu") + ": " +
                   std::to_string(n_) + " parameters in " + std::to_string(groups_) +
-                  " sub-group(s) of " + std::to_string(group_) + ", host " +
+                  " sub-group(s) of " + (opt_.sub_group_size >= 1 ? "" : "up to ") +
+                  std::to_string(group_) +
+                  (opt_.sub_group_size >= 1 ? "" : " (one per parameter: sub_group_size 0)") +
+                  ", host " +
                   std::to_string(m.host_bytes) + " bytes";
   if (on_nvme())
     s += " (" + std::to_string(buffers_.size()) + " swap buffers), file " + path_ + " " +

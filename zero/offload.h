@@ -22,10 +22,17 @@
 // directions with the update. While I/O is in flight the update runs on the cores the aio threads
 // leave free (OffloadOptions::update_threads).
 //
+// Sub-groups. sub_group_size S >= 1 cuts the partition into pieces of S parameters (the last one
+// shorter). S = 0 is DeepSpeed's "one sub-group per parameter" (its _create_fp16_sub_groups closes
+// a sub-group as soon as it holds at least sub_group_size elements, so 0 closes one after every
+// parameter): the pieces are cut where the model's tensors begin (OffloadOptions::param_starts,
+// filled by the engine), e.g. axolotl's zero3_bf16_cpuoffload_all.json.
+//
 // Swap file layout: <nvme_path>/zerotrain_rank<r>/optimizer.swp holds, for sub-group i, a slot
-// [master | exp_avg | exp_avg_sq] at 3 * i * stride bytes, stride = the sub-group's fp32 bytes
-// rounded up to 4 KiB: every transfer is one O_DIRECT request of 3 * stride bytes at an aligned
-// offset, and sub-groups follow each other, so a step reads and writes the file sequentially.
+// [master | exp_avg | exp_avg_sq] of 3 * stride_i bytes, stride_i = the sub-group's fp32 bytes
+// rounded up to 4 KiB, the slots one after the other: every transfer is one O_DIRECT request at an
+// aligned offset, and a step reads and writes the file sequentially. The swap buffers hold the
+// largest slot.
 // The file is reserved at construction (fallocate: a full drive fails there, naming it) and reads
 // as zeros, which is the initial m and v. The directory and file are removed by the destructor.
 //
@@ -67,7 +74,10 @@ struct OffloadOptions {
   int64_t buffer_count = 4;
   bool pipeline_read = true;
   bool pipeline_write = true;
-  int64_t sub_group_size = 1'000'000'000;
+  int64_t sub_group_size = 1'000'000'000;  // 0: one sub-group per parameter (param_starts)
+  // sub_group_size 0: where the model's tensors begin inside this rank's partition (offsets in
+  // (0, n), increasing; the partition's start is implied). Ignored for sub_group_size >= 1.
+  std::vector<int64_t> param_starts;
   io::AioConfig aio;
   // nvme: OpenMP threads for the update of a sub-group while the disk works on others (the step
   // restores the caller's count after). 0 = automatic: the cores left to the update by the aio
@@ -83,7 +93,7 @@ struct OffloadOptions {
 
 // zero_optimization.offload_optimizer + sub_group_size + aio -> OffloadOptions, for this rank.
 // Throws ConfigError naming the key for what cannot be done here (device none, ratio < 1,
-// buffer_count 0, sub_group_size 0).
+// buffer_count 0). param_starts is left for the engine, which knows the partition.
 OffloadOptions offload_options(const io::Config& cfg, int rank);
 
 class OptimizerOffload {
@@ -106,8 +116,10 @@ class OptimizerOffload {
             const SubGroupDone& on_updated = {});
 
   int64_t size() const { return n_; }
-  int64_t sub_group_size() const { return group_; }
+  int64_t sub_group_size() const { return group_; }  // the largest sub-group's size
   int64_t num_sub_groups() const { return groups_; }
+  // Sub-group g is [sub_group_begin(g), sub_group_begin(g + 1)) of the partition.
+  int64_t sub_group_begin(int64_t g) const { return bounds_[static_cast<size_t>(g)]; }
   bool on_nvme() const { return file_ != nullptr; }
   int64_t step_count() const { return t_; }
   int update_threads() const;  // OpenMP threads of the update in step() (OffloadOptions)
@@ -131,13 +143,19 @@ class OptimizerOffload {
 
  private:
   int state_index(const std::string& name) const;
-  int64_t slot_offset(int64_t g) const { return 3 * g * stride_; }
+  int64_t group_of(int64_t offset) const;  // the sub-group holding element `offset`
+  // nvme: bytes per state of sub-group g's slot (its fp32 bytes rounded up to 4 KiB), and where
+  // the slot starts in the file.
+  int64_t stride(int64_t g) const { return slots_[static_cast<size_t>(g) + 1] - slots_[static_cast<size_t>(g)]; }
+  int64_t slot_offset(int64_t g) const { return 3 * slots_[static_cast<size_t>(g)]; }
   void step_nvme(const float* grads, const std::vector<optim::Segment>& segments, float lr,
                  const SubGroupDone& on_updated);
 
   optim::AdamParams adam_;
   OffloadOptions opt_;
-  int64_t n_ = 0, group_ = 0, groups_ = 0, stride_ = 0;  // stride_: bytes per state per slot
+  int64_t n_ = 0, group_ = 0, groups_ = 0, stride_ = 0;  // stride_: the largest slot's stride
+  std::vector<int64_t> bounds_;  // groups_ + 1 element offsets: 0, ..., n_
+  std::vector<int64_t> slots_;   // nvme: groups_ + 1 byte offsets / 3: prefix sums of strides
   int64_t t_ = 0;
   // cpu: [master | exp_avg | exp_avg_sq], plane_ floats apart (see the constructor).
   int64_t plane_ = 0;

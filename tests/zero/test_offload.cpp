@@ -63,7 +63,9 @@ std::string name(const Case& c) {
 }
 
 // Four steps of the offload against make_adam on the same data; params, m, v compared bitwise.
-void run(const Case& c, int64_t n) {
+// With c.sub_group_size 0, `starts` are the parameters' beginnings (one sub-group per parameter)
+// and the callbacks must arrive exactly at them.
+void run(const Case& c, int64_t n, const std::vector<int64_t>& starts = {}) {
   SCOPED_TRACE(name(c));
   TempDir dir;
   const zt::optim::AdamParams ap = adam_params(c.adam_w_mode);
@@ -86,6 +88,7 @@ void run(const Case& c, int64_t n) {
   opt.nvme_path = dir.path.string();
   opt.rank = 3;
   opt.sub_group_size = c.sub_group_size;
+  opt.param_starts = starts;
   opt.buffer_count = c.buffer_count;
   opt.pipeline_read = opt.pipeline_write = c.pipeline;
   opt.aio.block_size = 64 * 1024;  // several blocks per sub-group
@@ -104,13 +107,22 @@ void run(const Case& c, int64_t n) {
     const float lr = 1e-2f * static_cast<float>(t);
     ref->step(ref_p.data(), g.data(), n, segs, lr);
     int64_t next = 0;
+    size_t call = 0;
     off.step(g.data(), segs, lr, [&](int64_t offset, int64_t count, const float* master) {
       EXPECT_EQ(offset, next);
+      if (c.sub_group_size == 0) {
+        EXPECT_EQ(offset, call == 0 ? 0 : starts[call - 1]) << "sub-group " << call;
+        EXPECT_EQ(offset + count, call < starts.size() ? starts[call] : n) << "sub-group " << call;
+      }
+      ++call;
       EXPECT_LE(count, off.sub_group_size());
       std::memcpy(model.data() + offset, master, static_cast<size_t>(count) * sizeof(float));
       next = offset + count;
     });
     EXPECT_EQ(next, n);
+    if (c.sub_group_size == 0) {
+      EXPECT_EQ(call, starts.size() + 1);
+    }
     EXPECT_TRUE(same_bits(model, ref_p)) << "callback values differ at step " << t;
   }
   EXPECT_EQ(off.step_count(), 4);
@@ -142,6 +154,31 @@ TEST(OptimizerOffload, NvmeMatchesInMemoryAdamBitwise) {
   run({OffloadDevice::kNvme, 4'096, 3, false}, kN);        // not pipelined
   run({OffloadDevice::kNvme, 7'777, 2, true, false}, kN);  // Adam with L2 decay
   run({OffloadDevice::kNvme, 5, 2}, 101);                  // tiny sub-groups, many slots
+}
+
+// sub_group_size 0 (axolotl's zero3_bf16_cpuoffload_all.json): DeepSpeed closes a sub-group after
+// every parameter; here the engine passes where the parameters begin. Uneven sizes: a big matrix,
+// a tiny bias (one 4 KiB slot), a piece that does not fill its slot.
+TEST(OptimizerOffload, OneSubGroupPerParameterWithSubGroupSizeZero) {
+  const std::vector<int64_t> starts = {30'000, 30'017, 41'000};
+  for (OffloadDevice dev : {OffloadDevice::kCpu, OffloadDevice::kNvme}) {
+    for (int64_t buffers : {1, 2, 4}) run({dev, 0, buffers}, kN, starts);
+  }
+  TempDir dir;
+  OffloadOptions opt;
+  opt.device = OffloadDevice::kNvme;
+  opt.nvme_path = dir.path.string();
+  opt.sub_group_size = 0;
+  opt.param_starts = starts;
+  OptimizerOffload off(zt::optim::AdamParams{}, kN, opt);
+  EXPECT_EQ(off.num_sub_groups(), 4);
+  EXPECT_EQ(off.sub_group_size(), 30'000);  // the largest
+  EXPECT_EQ(off.sub_group_begin(2), 30'017);
+  // Slots: 120,000 -> 122,880 bytes; 68 -> 4,096; 43,932 -> 45,056; 36,012 -> 36,864.
+  EXPECT_EQ(off.memory().file_bytes, 3 * (122'880 + 4'096 + 45'056 + 36'864));
+  EXPECT_NE(off.describe().find("one per parameter"), std::string::npos) << off.describe();
+  opt.param_starts = {5, 5};
+  EXPECT_THROW(OptimizerOffload(zt::optim::AdamParams{}, 10, opt), zt::Error);
 }
 
 TEST(OptimizerOffload, StateRangesRoundTripAcrossSubGroups) {
@@ -199,7 +236,7 @@ TEST(OptimizerOffload, MemoryAccountingAndCleanup) {
     OptimizerOffload off(zt::optim::AdamParams{}, n, nv);
     EXPECT_EQ(off.num_sub_groups(), 4);
     EXPECT_EQ(off.memory().host_bytes, 3 * 3 * 12'288);
-    EXPECT_EQ(off.memory().file_bytes, 4 * 3 * 12'288);
+    EXPECT_EQ(off.memory().file_bytes, 3 * (3 * 12'288 + 4'096));  // the last slot 1,000 floats
     EXPECT_EQ(static_cast<int64_t>(fs::file_size(off.swap_path())), off.memory().file_bytes);
     EXPECT_NE(off.describe().find("nvme"), std::string::npos) << off.describe();
   }
