@@ -38,7 +38,17 @@
 // Threads: the segment is cut into fixed chunks of kChunk parameters (a chunk's position never
 // depends on the thread count, so the bits do not either) handed out statically. From DRAM two
 // threads gain 10-30% over one (the memory system is the limit), from cache about 2x.
+//
+// On a GPU (step_tensors with CUDA tensors) the same update runs as one fused kernel,
+// core/cuda/optim.cu, fed with the coefficients computed here (step_consts / segment_coeffs, the
+// one place they are computed), which also reads 16-bit gradients, folds in the gradient scale
+// and writes the 16-bit weights; m and v then live on the GPU (see Adam::to_device).
 #include "optim/optimizer.h"
+
+#include "core/cuda/optim.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "optim/detail/step_tensors.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -207,24 +217,38 @@ void update(const Coeffs& c, float* p, const float* g, float* m, float* v, int64
 
 }  // namespace
 
+namespace {
+
+// The constants of one step: bias corrections in double (then rounded), as the file comment says.
+// One function for the CPU loops and the device kernel, so both see the same floats.
+struct StepConsts {
+  double bc1, bc2;
+};
+StepConsts step_consts(const AdamParams& ap, int64_t step) {
+  const double b1 = ap.beta1, b2 = ap.beta2;
+  return {ap.bias_correction ? 1.0 - std::pow(b1, static_cast<double>(step)) : 1.0,
+          ap.bias_correction ? 1.0 - std::pow(b2, static_cast<double>(step)) : 1.0};
+}
+Coeffs segment_coeffs(const AdamParams& ap, const StepConsts& sc, float lr, bool decay) {
+  const float wd = decay ? ap.weight_decay : 0.f;
+  return {ap.beta1,
+          ap.beta2,
+          1.f - ap.beta1,
+          1.f - ap.beta2,
+          ap.adam_w_mode ? 0.f : wd,
+          ap.adam_w_mode ? std::fma(-lr, wd, 1.f) : 1.f,
+          static_cast<float>(lr / sc.bc1),
+          static_cast<float>(1.0 / std::sqrt(sc.bc2)),
+          ap.eps};
+}
+
+}  // namespace
+
 void adam_update(const AdamParams& ap, int64_t step, float lr, float* params, const float* grads,
                  float* exp_avg, float* exp_avg_sq, const std::vector<Segment>& segments) {
-  const float b1 = ap.beta1, b2 = ap.beta2;
-  const double bc1 =
-      ap.bias_correction ? 1.0 - std::pow(static_cast<double>(b1), static_cast<double>(step)) : 1.0;
-  const double bc2 =
-      ap.bias_correction ? 1.0 - std::pow(static_cast<double>(b2), static_cast<double>(step)) : 1.0;
+  const StepConsts sc = step_consts(ap, step);
   for (const Segment& s : segments) {
-    const float wd = s.decay ? ap.weight_decay : 0.f;
-    const Coeffs c{b1,
-                   b2,
-                   1.f - b1,
-                   1.f - b2,
-                   ap.adam_w_mode ? 0.f : wd,
-                   ap.adam_w_mode ? std::fma(-lr, wd, 1.f) : 1.f,
-                   static_cast<float>(lr / bc1),
-                   static_cast<float>(1.0 / std::sqrt(bc2)),
-                   ap.eps};
+    const Coeffs c = segment_coeffs(ap, sc, lr, s.decay);
     // 16K parameters = 64 KB per stream per chunk: enough to amortize the loop setup, small
     // enough that two threads split even a few-MB segment evenly.
     constexpr int64_t kChunk = 1 << 14;
@@ -246,18 +270,56 @@ class Adam final : public Optimizer {
   std::string name() const override { return p_.adam_w_mode ? "AdamW" : "Adam"; }
 
   void init(int64_t n) override {
+    n_ = n;
     m_.assign(static_cast<size_t>(n), 0.f);
     v_.assign(static_cast<size_t>(n), 0.f);
+    on_device_ = false;
+    dm_ = dv_ = Tensor();
+    work_ = cuda::AdamWorkList();
   }
 
   void step(float* params, const float* grads, int64_t n, const std::vector<Segment>& segments,
             float lr) override {
+    to_host();
     ++t_;
     adam_update(p_, t_, lr, params, grads, m_.data(), v_.data(), segments);
     (void)n;
   }
 
+  void step_tensors(Tensor& params, const Tensor& grads, const std::vector<Segment>& segments,
+                    float lr, const StepExtras& x) override {
+    if (!params.device().is_cuda()) {
+      Optimizer::step_tensors(params, grads, segments, lr, x);  // calls step() above
+      return;
+    }
+    detail::check_step_tensors(name(), params, grads, x, n_);
+    to_device(params.device());
+    if (!same_runs(segments)) {
+      runs_.clear();
+      for (const Segment& s : segments) runs_.push_back({s.offset, s.size, s.decay});
+      work_ = cuda::adam_work_list(runs_, n_, params.device());
+    }
+    ++t_;
+    const StepConsts sc = step_consts(p_, t_);
+    const Coeffs c0 = segment_coeffs(p_, sc, lr, false), c1 = segment_coeffs(p_, sc, lr, true);
+    cuda::AdamCoeffs k;
+    k.b1 = c0.b1;
+    k.b2 = c0.b2;
+    k.one_minus_b1 = c0.one_minus_b1;
+    k.one_minus_b2 = c0.one_minus_b2;
+    k.eps = c0.eps;
+    k.step_size = c0.step_size;
+    k.inv_sqrt_bc2 = c0.inv_sqrt_bc2;
+    k.l2[0] = c0.l2;
+    k.l2[1] = c1.l2;
+    k.decoupled[0] = c0.decoupled;
+    k.decoupled[1] = c1.decoupled;
+    k.grad_scale = x.grad_scale;
+    cuda::fused_adam(k, work_, params, grads, dm_, dv_, x.params16);
+  }
+
   std::vector<std::pair<std::string, std::vector<float>*>> state() override {
+    to_host();
     return {{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
   }
   int64_t step_count() const override { return t_; }
@@ -269,9 +331,64 @@ class Adam final : public Optimizer {
   }
 
  private:
+  // Where m and v live. On the host (m_, v_) until the first device step uploads them; from then
+  // on on the GPU (dm_, dv_; the host vectors are released), until state() or a host step copies
+  // them down again: the host copy is then current (a checkpoint load may overwrite it) and the
+  // next device step uploads it.
+  void to_device(Device d) {
+    if (on_device_) {
+      ZT_CHECK(dm_.device() == d, name(), ": the optimizer state lives on ", dm_.device().str(),
+               ", the parameters on ", d.str());
+      return;
+    }
+    ZT_CHECK(static_cast<int64_t>(m_.size()) == n_ && static_cast<int64_t>(v_.size()) == n_,
+             name(), ": state of ", m_.size(), "/", v_.size(), " elements for a span of ", n_,
+             " (init() not called, or a checkpoint loaded state of another size)");
+    if (!dm_.defined() || dm_.device() != d) {
+      dm_ = Tensor::empty({n_}, DType::f32, d);
+      dv_ = Tensor::empty({n_}, DType::f32, d);
+      work_ = cuda::AdamWorkList();  // built on the old device, if any
+      runs_.clear();
+    }
+    if (n_ > 0) {
+      ops::copy(Tensor::from_vector(m_, {n_}), dm_);  // synchronous: m_ may go now
+      ops::copy(Tensor::from_vector(v_, {n_}), dv_);
+    }
+    std::vector<float>().swap(m_);
+    std::vector<float>().swap(v_);
+    on_device_ = true;
+  }
+  void to_host() {
+    if (!on_device_) return;
+    m_.resize(static_cast<size_t>(n_));
+    v_.resize(static_cast<size_t>(n_));
+    if (n_ > 0) {
+      Tensor h = Tensor::empty({n_}, DType::f32);
+      ops::copy(dm_, h);  // waits for the stream
+      std::copy_n(h.data<float>(), n_, m_.data());
+      ops::copy(dv_, h);
+      std::copy_n(h.data<float>(), n_, v_.data());
+    }
+    on_device_ = false;
+  }
+  bool same_runs(const std::vector<Segment>& segs) const {
+    if (work_.n != n_ || segs.size() != runs_.size()) return false;
+    for (size_t i = 0; i < segs.size(); ++i)
+      if (segs[i].offset != runs_[i].offset || segs[i].size != runs_[i].size ||
+          segs[i].decay != runs_[i].decay)
+        return false;
+    return true;
+  }
+
   AdamParams p_;
   int64_t t_ = 0;
+  int64_t n_ = 0;
   std::vector<float> m_, v_;
+  // Device state (CUDA runs): the moments and the chunk list of the segments it was built for.
+  bool on_device_ = false;
+  Tensor dm_, dv_;
+  std::vector<cuda::AdamRun> runs_;
+  cuda::AdamWorkList work_;
 };
 
 }  // namespace

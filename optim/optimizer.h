@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
+
 namespace zt::comm {
 class Communicator;
 }
@@ -50,6 +52,18 @@ struct Segment {
 // by every rank at the same point of step() with the same count; see the file comment.
 using TensorStatsReducer = std::function<void(double* values, int64_t count)>;
 
+// What step_tensors folds into the update pass besides the step itself.
+struct StepExtras {
+  // The gradients are multiplied by this first: 1 / loss_scale times the clipping coefficient,
+  // i.e. precision::unscale_and_clip(...).multiplier (DeepSpeed's unscale_and_clip_grads), so no
+  // separate pass over the gradients unscales them.
+  float grad_scale = 1.f;
+  // When set (bf16 or f16, n elements, on the parameters' device): receives the updated weights
+  // rounded to nearest even, the 16-bit model copy of mixed precision (elements outside the
+  // segments are left alone, as the parameters are).
+  Tensor* params16 = nullptr;
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -59,7 +73,22 @@ class Optimizer {
   // One update of params[0, n) from grads[0, n) at learning rate lr.
   virtual void step(float* params, const float* grads, int64_t n,
                     const std::vector<Segment>& segments, float lr) = 0;
-  // Named state buffers (for checkpoints and memory accounting); each holds n floats.
+  // The same step on tensors, on the CPU or on a GPU: what a run with `device: cuda` calls (with
+  // device pointers, step() above would read GPU memory on the host). params: f32, n elements (n
+  // as in init()); grads: f32, bf16 or f16, n elements; both on one device; extras as above.
+  //   CPU tensors: the gradient is widened to f32 and multiplied by grad_scale into a temporary
+  //     (only when needed), step() runs, params16 is rounded after it: the bits of doing those
+  //     passes one by one (optim/step_tensors.cpp).
+  //   CUDA tensors: Adam/AdamW run ONE fused kernel over params, m, v and params16 (core/cuda/
+  //     optim.h) that gives the CPU's bits; their state then lives on the GPU (state() copies it
+  //     down). Every other optimizer throws "not implemented on CUDA yet": no silent CPU fallback.
+  // Default: the CPU path, and the CUDA error.
+  virtual void step_tensors(Tensor& params, const Tensor& grads,
+                            const std::vector<Segment>& segments, float lr,
+                            const StepExtras& extras);
+  // Named state buffers (for checkpoints and memory accounting); each holds n floats. On the
+  // host: an optimizer whose state lives on a GPU copies it down here (synchronising), and reads
+  // the buffers back before its next device step, so a checkpoint load may write them.
   virtual std::vector<std::pair<std::string, std::vector<float>*>> state() = 0;
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t s) = 0;

@@ -8,6 +8,7 @@
 #include "precision/convert.h"
 
 #include "core/error.h"
+#include "core/ops.h"
 #include "precision/detail/parallel.h"
 
 #include <cmath>
@@ -379,12 +380,37 @@ void accumulate_to_f32(const void* src, DType src_dtype, float* dst, int64_t n, 
   widen_dispatch(src, src_dtype, dst, n, alpha, true, isa, "accumulate_to_f32");
 }
 
+// Both tensors on one GPU: the device casts of core/ops (round to nearest even, as dtype.h; a NaN
+// stays NaN, its payload bits may differ), enqueued on the current stream.
+static bool on_gpu(const Tensor& a, const Tensor& b, const char* what) {
+  if (!(a.defined() && b.defined() && (a.device().is_cuda() || b.device().is_cuda())))
+    return false;
+  ZT_CHECK(a.device() == b.device(), "precision::", what, ": ", a.str(), " and ", b.str(),
+           " are not on one device");
+  ZT_CHECK(a.numel() == b.numel(), "precision::", what, ": element counts differ: ", a.str(),
+           " vs ", b.str());
+  return true;
+}
+
 void copy_master_to_model(const Tensor& master, Tensor& model) {
+  if (on_gpu(master, model, "copy_master_to_model")) {
+    ZT_CHECK(master.dtype() == DType::f32, "precision::copy_master_to_model: master ",
+             master.str(), " is not f32");
+    ops::copy(master, model);
+    return;
+  }
   check_cpu_pair(master, model, "copy_master_to_model");
   copy_master_to_model(master.data<float>(), model.raw(), model.dtype(), model.numel());
 }
 
 void widen_to_f32(const Tensor& src, Tensor& dst, float alpha) {
+  if (on_gpu(src, dst, "widen_to_f32")) {
+    ZT_CHECK(dst.dtype() == DType::f32, "precision::widen_to_f32: destination ", dst.str(),
+             " is not f32");
+    ops::copy(src, dst);                     // exact
+    if (alpha != 1.f) ops::scale(dst, alpha);  // one rounding, as f32(src) * alpha on the CPU
+    return;
+  }
   check_cpu_pair(src, dst, "widen_to_f32");
   widen_to_f32(src.raw(), src.dtype(), dst.data<float>(), dst.numel(), alpha);
 }

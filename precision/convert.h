@@ -59,7 +59,9 @@ void widen_to_f32(const void* src, DType src_dtype, float* dst, int64_t n, float
 void accumulate_to_f32(const void* src, DType src_dtype, float* dst, int64_t n, float alpha = 1.f,
                        Isa isa = Isa::kAuto);
 
-// ---- Tensor forms (CPU tensors, same numel; dtypes as above) ------------------------------------
+// ---- Tensor forms (same numel; dtypes as above) -----------------------------------------------
+// CPU tensors; copy_master_to_model and widen_to_f32 also take two tensors on one GPU (the cast
+// kernels of core/cuda, enqueued on the current stream; same rounding, NaN payloads may differ).
 void copy_master_to_model(const Tensor& master, Tensor& model);
 void widen_to_f32(const Tensor& src, Tensor& dst, float alpha = 1.f);
 void accumulate_to_f32(const Tensor& src, Tensor& dst, float alpha = 1.f);

@@ -11,6 +11,11 @@
 //   if (u.skipped) { if (u.log) print(u.message()); zero the grads; continue; }
 //   unscale (x 1/S), clip, optimizer step, cast master -> model
 //
+// On a GPU (issue #5) the same, with the passes fused: GradChecker (overflow.h) gives the flag and
+// the sum of squares with one host read; unscale_and_clip(...).multiplier goes to the optimizer as
+// optim::StepExtras::grad_scale, and Adam's fused kernel unscales, clips, steps and writes the
+// 16-bit weights in one pass (optim::Optimizer::step_tensors).
+//
 // Modes (fp16 section of the config):
 //   loss_scale > 0   static: S = loss_scale forever. An overflow still skips the step (DeepSpeed's
 //                    ZeRO optimizers check overflow whenever fp16 is on).
@@ -37,6 +42,7 @@
 #pragma once
 
 #include "core/error.h"
+#include "precision/overflow.h"
 
 #include <cstdint>
 #include <string>
@@ -132,6 +138,11 @@ class LossScaler {
   // "Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.");
   // the state is left as it was before the call.
   ScaleUpdate update(bool overflow);
+  // The same from a step's gradient check (precision/overflow.h: GradChecker::read(), on the CPU
+  // or a GPU; the device path keeps the flag on the GPU until that one read per step). With
+  // several ranks the verdict must be agreed first: pass a GradCheck whose overflow is the OR
+  // over the ranks. The update rule itself is the host-side one above, identical for both paths.
+  ScaleUpdate update(const GradCheck& check) { return update(check.overflow); }
 
   int64_t iteration() const { return iteration_; }          // update() calls so far
   int64_t skipped_steps() const { return skipped_steps_; }  // ... of which overflowed

@@ -3,8 +3,11 @@
 // The loops are written so that GCC/Clang vectorize them (max-reductions over the exponent bits;
 // sums in an explicit array of lanes) instead of hand-written intrinsics: they are bound by memory
 // bandwidth, and the explicit lanes are what make sum_squares identical on every ISA.
+// Tensors on a GPU go to the fused check of core/cuda/optim.h (flag and sum in one pass, kept on
+// the device until GradChecker::read()).
 #include "precision/overflow.h"
 
+#include "core/cuda/optim.h"
 #include "core/error.h"
 #include "precision/detail/parallel.h"
 
@@ -12,6 +15,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace zt::precision {
@@ -120,9 +124,14 @@ double chunked_sum(int64_t n, ChunkSum&& chunk_sum) {
 
 void check_tensor(const Tensor& t, const char* what) {
   ZT_CHECK(t.defined(), "precision::", what, ": undefined tensor");
-  ZT_CHECK(t.device().is_cpu(), "precision::", what, ": CPU tensors only, got ", t.str());
-  ZT_CHECK(is_floating(t.dtype()), "precision::", what, ": floating tensor expected, got ",
-           t.str());
+  ZT_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f16 || t.dtype() == DType::bf16,
+           "precision::", what, ": f32, f16 or bf16 tensor expected, got ", t.str());
+}
+
+cuda::GradStats device_stats(const Tensor& t) {
+  Tensor acc = cuda::grad_stats_buffer(t.device());
+  cuda::grad_stats_accumulate({t}, acc);
+  return cuda::grad_stats_read(acc);
 }
 
 }  // namespace
@@ -141,6 +150,7 @@ bool has_inf_or_nan(const uint16_t* p, int64_t n, DType dtype) {
 
 bool has_inf_or_nan(const Tensor& t) {
   check_tensor(t, "has_inf_or_nan");
+  if (t.device().is_cuda()) return device_stats(t).nonfinite;
   if (t.dtype() == DType::f32) return has_inf_or_nan(t.data<float>(), t.numel());
   return has_inf_or_nan(t.data_u16(), t.numel(), t.dtype());
 }
@@ -173,8 +183,61 @@ double sum_squares(const uint16_t* p, int64_t n, DType dtype) {
 
 double sum_squares(const Tensor& t) {
   check_tensor(t, "sum_squares");
+  if (t.device().is_cuda()) return device_stats(t).sum_squares;
   if (t.dtype() == DType::f32) return sum_squares(t.data<float>(), t.numel());
   return sum_squares(t.data_u16(), t.numel(), t.dtype());
+}
+
+// ---- GradChecker ----------------------------------------------------------------------------------
+GradChecker::GradChecker(Device device) : device_(device) {
+  if (device_.is_cuda()) acc_ = cuda::grad_stats_buffer(device_);
+}
+
+void GradChecker::add(const Tensor& g) {
+  check_tensor(g, "GradChecker::add");
+  ZT_CHECK(g.device() == device_, "precision::GradChecker::add: gradient ", g.str(),
+           " is not on the checker's device ", device_.str());
+  if (device_.is_cuda()) {
+    cuda::grad_stats_accumulate({g}, acc_);
+    return;
+  }
+  if (host_.overflow) return;  // the sum is not needed any more
+  host_.overflow = has_inf_or_nan(g);
+  if (!host_.overflow) host_.sum_squares += sum_squares(g);
+}
+
+void GradChecker::add(const std::vector<Tensor>& gs) {
+  if (!device_.is_cuda()) {
+    for (const Tensor& g : gs) add(g);
+    return;
+  }
+  for (const Tensor& g : gs) {
+    check_tensor(g, "GradChecker::add");
+    ZT_CHECK(g.device() == device_, "precision::GradChecker::add: gradient ", g.str(),
+             " is not on the checker's device ", device_.str());
+  }
+  cuda::grad_stats_accumulate(gs, acc_);  // one launch for up to 64 tensors of a dtype
+}
+
+GradCheck GradChecker::read() {
+  GradCheck r;
+  if (device_.is_cuda()) {
+    const cuda::GradStats s = cuda::grad_stats_read(acc_);
+    cuda::grad_stats_reset(acc_);
+    r = {s.nonfinite, s.sum_squares};
+  } else {
+    r = host_;
+    if (r.overflow) r.sum_squares = std::numeric_limits<double>::quiet_NaN();
+    host_ = {};
+  }
+  return r;
+}
+
+GradCheck check_gradients(const Tensor& g) {
+  ZT_CHECK(g.defined(), "precision::check_gradients: undefined tensor");
+  GradChecker c(g.device());
+  c.add(g);
+  return c.read();
 }
 
 double clip_coefficient(double total_norm, double max_norm) {

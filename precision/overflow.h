@@ -19,19 +19,54 @@
 #include "core/tensor.h"
 
 #include <cstdint>
+#include <vector>
 
 namespace zt::precision {
 
 // True when any element is +-inf or NaN. Stops early (per chunk) once one is found.
 bool has_inf_or_nan(const float* p, int64_t n);
 bool has_inf_or_nan(const uint16_t* p, int64_t n, DType dtype);  // dtype: f16 or bf16
-bool has_inf_or_nan(const Tensor& t);                            // f32, f16 or bf16, CPU
+bool has_inf_or_nan(const Tensor& t);  // f32, f16 or bf16; CPU, or GPU (synchronises)
 
 // Sum of x^2 in double (inf/NaN propagate). The global gradient norm is sqrt of the sum of these
 // over every rank's partition (the engine all-reduces the local sums).
 double sum_squares(const float* p, int64_t n);
 double sum_squares(const uint16_t* p, int64_t n, DType dtype);  // dtype: f16 or bf16
-double sum_squares(const Tensor& t);                            // f32, f16 or bf16, CPU
+double sum_squares(const Tensor& t);  // f32, f16 or bf16; CPU, or GPU (synchronises; see below)
+
+// ---- one step's gradient check, on the CPU or the GPU ---------------------------------------------
+// The overflow flag and the sum of squares of a step's gradients (this rank's partition), in one
+// pass. On a GPU (core/cuda/optim.h) each add() enqueues one fused kernel that ORs the flag and
+// adds the sum into a 16-byte device accumulator: both stay on the GPU until read(), the one host
+// read of the step, however many tensors were added. On the CPU, add() runs has_inf_or_nan and
+// sum_squares above. The GPU's sum is deterministic too, but adds in another order than the CPU's:
+// the two agree to ~1e-15 relative, not bit for bit (the flag agrees exactly).
+//
+//   GradChecker check(dev);                 // once
+//   check.add(grads);                       // per step, any number of tensors (async on a GPU)
+//   GradCheck c = check.read();             // one host read; resets for the next step
+//   overflow = any rank's c.overflow; norm = sqrt(sum over ranks of c.sum_squares)
+struct GradCheck {
+  bool overflow = false;     // some element is +-inf or NaN
+  double sum_squares = 0.0;  // sum of x^2 in double; unspecified (inf or NaN) when overflow
+};
+
+class GradChecker {
+ public:
+  explicit GradChecker(Device device = Device::cpu());
+  Device device() const { return device_; }
+  void add(const Tensor& g);  // f32, f16 or bf16 on device()
+  void add(const std::vector<Tensor>& gs);
+  GradCheck read();  // the check of everything added since the last read(); then resets
+
+ private:
+  Device device_;
+  Tensor acc_;      // GPU: the device accumulator (cuda::grad_stats_buffer)
+  GradCheck host_;  // CPU: the running result
+};
+
+// One tensor, checked and read at once.
+GradCheck check_gradients(const Tensor& g);
 
 // The factor that clips gradients to a global norm of at most max_norm, as torch's
 // clip_grad_norm_: coef = max_norm / (total_norm + 1e-6), applied only when coef < 1, so the

@@ -383,5 +383,20 @@ TEST(PrecisionLossScaler, ResumeFromStateContinuesTheSameTrajectory) {
   EXPECT_EQ(fixed.iteration(), 13);
 }
 
+// update(GradCheck) is update(bool) on the check's flag: the device path shares the host rule.
+TEST(PrecisionLossScaler, UpdateFromAGradCheck) {
+  LossScalerOptions o;
+  o.hysteresis = 1;
+  LossScaler a(o), b(o);
+  for (bool overflow : {false, true, false, true, true, false}) {
+    GradCheck c;
+    c.overflow = overflow;
+    const ScaleUpdate ua = a.update(c), ub = b.update(overflow);
+    EXPECT_EQ(ua.event, ub.event);
+    EXPECT_EQ(a.state(), b.state());
+  }
+  EXPECT_EQ(a.scale(), std::ldexp(1.0, kDefaultInitialScalePower - 3));
+}
+
 }  // namespace
 }  // namespace zt::precision

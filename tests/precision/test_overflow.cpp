@@ -196,5 +196,37 @@ TEST(PrecisionClip, DeepSpeedUnscaleAndClip) {
   EXPECT_THROW(unscale_and_clip(1.0, 0.0, 1.0), Error);
 }
 
+// GradChecker on the CPU: has_inf_or_nan and sum_squares over several tensors, reset by read().
+// (Its GPU path is tests/gpu/test_cuda_optim.cpp.)
+TEST(GradChecker, CpuAddsTensorsAndResetsOnRead) {
+  const std::vector<float> a = finite_floats(1000, 1), b = finite_floats(4097, 2);
+  Tensor ta = Tensor::from_vector(a, {1000}), tb = Tensor::from_vector(b, {4097}).to(DType::bf16);
+  GradChecker c;
+  EXPECT_EQ(c.device(), Device::cpu());
+  c.add(ta);
+  c.add(std::vector<Tensor>{tb});
+  GradCheck r = c.read();
+  EXPECT_FALSE(r.overflow);
+  EXPECT_EQ(r.sum_squares, sum_squares(ta) + sum_squares(tb));  // the same order of additions
+  r = c.read();
+  EXPECT_FALSE(r.overflow);
+  EXPECT_EQ(r.sum_squares, 0.0);
+
+  std::vector<float> bad = a;
+  bad[500] = std::numeric_limits<float>::quiet_NaN();
+  c.add(ta);
+  c.add(Tensor::from_vector(bad, {1000}));
+  c.add(tb);
+  r = c.read();
+  EXPECT_TRUE(r.overflow);
+  EXPECT_TRUE(std::isnan(r.sum_squares));  // not computed once an overflow is seen
+  EXPECT_FALSE(c.read().overflow);
+
+  const GradCheck one = check_gradients(tb);
+  EXPECT_FALSE(one.overflow);
+  EXPECT_EQ(one.sum_squares, sum_squares(tb));
+  EXPECT_THROW(c.add(Tensor::zeros({3}, DType::i32)), Error);
+}
+
 }  // namespace
 }  // namespace zt::precision
