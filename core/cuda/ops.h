@@ -20,11 +20,15 @@
 //                         sum_squares, all_finite, bias_add, bias_grad_acc, GELU fwd/bwd,
 //                         matmul (cuBLASLt), LayerNorm fwd/bwd, softmax fwd/bwd, embedding fwd/bwd,
 //                         softmax-cross-entropy fwd/bwd; f32/bf16/f16, f32 math
+//            optim.{h,cu} fused multi-tensor Adam/AdamW (bits of the CPU Adam; f32/bf16/f16 grads,
+//                         grad scale folded in, 16-bit weight copy in the same pass) and the fused
+//                         overflow + sum-of-squares check, called by optim/ (step_tensors) and
+//                         precision/ (GradChecker); tests/gpu/test_cuda_optim.cpp
 //   missing  attention (cuDNN SDPA via the backend graph API; ops::attention_* throw "not
-//            implemented on CUDA"), fused multi-tensor Adam/AdamW on device (optim/), the NCCL
-//            communicator (comm/), mixed precision on device (loss scaler and overflow flag kept
-//            on the GPU), cuBLASLt bias/GELU epilogues, copies between two GPUs, the engine and
-//            config wiring (`device: cuda`), and every performance pass (vector loads, fused and
+//            implemented on CUDA"), Lamb and the 1-bit optimizers on device (they throw "not
+//            implemented on CUDA yet"), the NCCL communicator (comm/), cuBLASLt bias/GELU
+//            epilogues, copies between two GPUs, the engine and config wiring (`device: cuda`;
+//            for the optimizer: calling step_tensors and GradChecker), and every performance pass (vector loads, fused and
 //            persistent kernels; see HOPPER.md) with the benchmark against PyTorch.
 #pragma once
 
