@@ -28,8 +28,9 @@
 //            implemented on CUDA"), Lamb and the 1-bit optimizers on device (they throw "not
 //            implemented on CUDA yet"), the NCCL communicator (comm/), cuBLASLt bias/GELU
 //            epilogues, copies between two GPUs, the engine and config wiring (`device: cuda`;
-//            for the optimizer: calling step_tensors and GradChecker), and every performance pass (vector loads, fused and
-//            persistent kernels; see HOPPER.md) with the benchmark against PyTorch.
+//            for the optimizer: calling step_tensors and GradChecker), and every performance
+//            pass (vector loads, fused and persistent kernels; see HOPPER.md) with the benchmark
+//            against PyTorch.
 #pragma once
 
 #include <cstdint>
