@@ -1,6 +1,7 @@
-// comm/communicator.h: the collective interface the ZeRO engine talks to, and the mpi backend.
+// comm/communicator.h: the collective interface the ZeRO engine talks to, its two backends (mpi,
+// nccl) and the factory that picks one (`comm.backend: auto|nccl|mpi`, comm/backend.h).
 //
-// The semantics are those of torch.distributed / NCCL, on flat host tensors:
+// The semantics are those of torch.distributed / NCCL, on flat tensors (host or one GPU):
 //   all_reduce(buf)          in place: every rank ends with op(buf of all ranks);
 //   reduce_scatter(in, out)  in has world*n elements, out n: rank r gets op over ranks of chunk r
 //                            of in (ncclReduceScatter, DeepSpeed stage 2's gradient partitioning);
@@ -46,8 +47,31 @@
 // makes wait() give up with a CommError after that long (the op itself cannot be cancelled: the
 // caller should then end the job with Bootstrap::abort); 0 waits forever. The job-wide answer to a
 // stuck collective is the watchdog (comm/watchdog.h): every op reports its start and end to it.
+//
+// Device tensors. Both backends take tensors on the GPU (all tensors of one op on one device):
+//   mpi   stages them through page-locked host buffers on its comm thread: waits for the caller's
+//         current stream (an event recorded at issue), copies to host, runs the host collective
+//         (the same code and numerics as for host tensors, 16-bit reduced in f32), copies back;
+//         the Work completes after the copy back. For several ranks sharing one GPU, and for
+//         MPI libraries that are not CUDA-aware (OpenMPI on the H100 machine).
+//   nccl  comm/nccl_communicator.cpp: NCCL kernels on the communicator's own stream, ordered after
+//         the caller's current stream by an event (no host sync at issue). wait() makes the
+//         caller's current stream wait for the op AND blocks the host until it completed (so
+//         errors and timeouts surface in wait(), as with mpi); test() polls the op's event.
+//         f16/bf16 are reduced by NCCL natively, in 16 bits: a ring rounds after each of its
+//         steps, unlike the mpi backend's f32 reduction, so 16-bit sums differ from mpi's in the
+//         last bits and their error grows with the world size. avg is NCCL's ncclAvg.
+//         NCCL refuses two ranks on one GPU: those jobs use mpi (make_communicator decides).
+//
+// Status (issue #5, comm/nccl): the mpi backend on host tensors is tested on 1, 2 and 4 ranks.
+// The device paths (mpi staging, the whole nccl backend, the device identities behind
+// make_communicator) compile warning-free with CUDA 13 / NCCL 2.28 but have NEVER RUN on a GPU:
+// no session so far had one. Their tests exist and skip without a GPU: tests/comm/test_nccl.cpp,
+// tests/comm/test_mpi_device.cpp (ctest -L gpu); the decision itself is unit-tested on the CPU
+// (tests/comm/test_backend.cpp).
 #pragma once
 
+#include "comm/backend.h"
 #include "comm/comm_log.h"
 #include "core/tensor.h"
 
@@ -86,6 +110,9 @@ struct CommOptions {
   // 128 MiB f32 staging buffer), or the environment's ZT_COMM_CHUNK_ELEMS when set. Tests set it
   // small to exercise the chunked paths.
   int64_t chunk_elems = 0;
+  // [nccl] The GPU the communicator runs on; -1 = local_rank_device() (local rank modulo the
+  // visible GPUs). The device tensors of every op must live there.
+  int device = -1;
 };
 
 class Communicator {
@@ -157,5 +184,26 @@ class Communicator {
 
 // The mpi backend on a dup of MPI_COMM_WORLD (Bootstrap::init must have run). Collective.
 std::unique_ptr<Communicator> make_mpi_communicator(const CommOptions& options = {});
+
+// The nccl backend over MPI_COMM_WORLD's ranks (Bootstrap::init must have run): rank 0's
+// ncclUniqueId is broadcast with MPI, then ncclCommInitRank on options.device (default
+// local_rank_device()). Collective. Throws CommError when a rank has no GPU or NCCL fails (two
+// ranks on one GPU: "invalid usage"), on every rank alike; zt::Error "built without CUDA" in a
+// CPU-only build.
+std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions& options = {});
+
+// This rank's GPU: local rank (Topology::local_rank) modulo the number of visible GPUs, as
+// torch.distributed's LOCAL_RANK convention; -1 without a GPU (or in a CPU-only build).
+int local_rank_device();
+
+// The communicator for `comm.backend` (comm/backend.h): gathers every rank's host and GPU identity
+// over MPI_COMM_WORLD (collective), decides with choose_backend(requested, device_tensors, this
+// build has CUDA, identities) and creates that backend. The same decision on every rank; the
+// ConfigError of a refused nccl request is thrown on every rank. `reason` (optional) receives the
+// decision's one-line explanation for the start-up block. `device_tensors`: the engine's tensors
+// (gradients, parameters) live on the GPU (`device: cuda`).
+std::unique_ptr<Communicator> make_communicator(Backend requested, bool device_tensors,
+                                                const CommOptions& options = {},
+                                                std::string* reason = nullptr);
 
 }  // namespace zt::comm

@@ -1,4 +1,4 @@
-// comm/mpi_communicator.cpp: the `mpi` backend of Communicator, on host memory.
+// comm/mpi_communicator.cpp: the `mpi` backend of Communicator: host memory, device memory staged.
 //
 // Each op is checked on the caller's thread, then queued on the communicator's CommThread
 // (comm/detail/comm_thread.h), which runs it with blocking MPI collectives on a private dup of
@@ -13,9 +13,25 @@
 //   broadcast       MPI_Bcast.
 // avg is sum followed by a division by world in f32 (before any rounding to 16 bits). Buffers
 // longer than chunk_elems go in pieces, identically on every rank.
+//
+// Device tensors (CUDA memory; OpenMPI here is not CUDA-aware) are staged through page-locked host
+// buffers that the communicator keeps (grown on demand, registered with cudaHostRegister, freed
+// with it). At issue, an event is recorded on the caller's current stream; on the comm thread the
+// op waits for it (the kernels that produced the data), copies device -> host, runs the host path
+// above on the staging buffers, and copies host -> device before the Work completes, so wait()
+// returning means the device buffer holds the result. Per op:
+//   all_reduce, broadcast   pieces of chunk_elems elements: copy in, collective, copy out;
+//   reduce_scatter          pieces of chunk_elems / world elements of every rank's chunk (one 2-D
+//                           copy gathers piece j of each chunk), reduce-scattered, copied out;
+//   all_gather              pieces of chunk_elems elements of `in`, gathered, scattered back into
+//                           every chunk of `out` with one 2-D copy;
+//   reduce_scatter_v, all_gather_v, all_to_all   whole tensors (one MPI call each anyway).
+// Overlapping in/out (other than the in-place forms) stage the whole input first. Host tensors
+// never reach this code (no CUDA call on the host path); CUDA calls live in comm/detail/cuda_rt.
 #include "comm/bootstrap.h"
 #include "comm/communicator.h"
 #include "comm/detail/comm_thread.h"
+#include "comm/detail/cuda_rt.h"
 #include "comm/detail/mpi_check.h"
 #include "comm/detail/staging.h"
 #include "comm/watchdog.h"
@@ -28,6 +44,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <utility>
 #include <vector>
 
 namespace zt::comm {
@@ -161,6 +179,27 @@ class MpiCommunicator final : public Communicator {
   void run_all_to_all(const Tensor& in, const Tensor& out);
   float* staging_f32(int64_t n);  // the comm thread's staging buffer, at least n floats
 
+  // [device tensors] Run on the comm thread after the producer's fence: stage through host.
+  void dev_all_reduce(const Tensor& buf, ReduceOp op);
+  void dev_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op);
+  void dev_reduce_scatter_v(const Tensor& in, const Tensor& out, const std::vector<int>& counts,
+                            ReduceOp op);
+  void dev_all_gather(const Tensor& in, const Tensor& out);
+  void dev_all_gather_v(const Tensor& in, const Tensor& out, const std::vector<int>& counts);
+  void dev_broadcast(const Tensor& buf, int root);
+  void dev_all_to_all(const Tensor& in, const Tensor& out);
+  // Host staging tensor `slot` (0: input side, 1: output side) of dtype dt, n elements, pinned.
+  Tensor host_stage(int slot, DType dt, int64_t n);
+  // The body of an op on `dev` tensors: waits for the caller's stream at issue time, then `fn`.
+  std::function<void()> on_device(int device, std::function<void()> fn);
+
+  struct PinnedHost {
+    Tensor t;
+    bool pinned = false;
+  };
+  std::map<std::pair<int, DType>, PinnedHost> host_stage_;  // comm thread only
+  bool pin_warned_ = false;
+
   MPI_Comm comm_;
   int rank_ = 0, world_ = 1;
   int64_t chunk_;
@@ -190,6 +229,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
 
 MpiCommunicator::~MpiCommunicator() {
   thread_.reset();  // drains the queue: ops already issued run first
+  for (auto& [key, h] : host_stage_)
+    if (h.pinned) detail::unpin_host(h.t.raw());
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) ZT_MPI_CHECK_WARN(MPI_Comm_free(&comm_));
@@ -216,8 +257,12 @@ std::shared_ptr<Work> MpiCommunicator::submit(const char* op, DType dtype, int64
 
 void MpiCommunicator::check_tensor(const char* op, const Tensor& t) const {
   ZT_CHECK(t.defined(), op, ": undefined tensor");
-  ZT_CHECK(t.device().is_cpu(), op, ": the mpi backend works on host tensors, got ", t.str(),
-           " (use the nccl backend for device memory)");
+}
+
+// in and out on one device (both host, or both the same GPU: the staging copies one device).
+void check_same_device(const char* op, const Tensor& in, const Tensor& out) {
+  ZT_CHECK(in.device() == out.device(), op, ": in is ", in.str(), " but out is ", out.str(),
+           "; both must be on one device");
 }
 
 void MpiCommunicator::check_reduce(const char* op, const Tensor& t, ReduceOp rop) const {
@@ -226,6 +271,34 @@ void MpiCommunicator::check_reduce(const char* op, const Tensor& t, ReduceOp rop
            ": reductions take f32, f16, bf16 or i32 tensors, got ", t.str());
   ZT_CHECK(rop != ReduceOp::avg || d != DType::i32, op,
            ": avg of i32 is not defined (integer division); use sum and divide yourself");
+}
+
+std::function<void()> MpiCommunicator::on_device(int device, std::function<void()> fn) {
+  // The fence is recorded now, on the caller's thread and current stream.
+  auto fence = std::make_shared<detail::StreamFence>(device);
+  return [fence, fn = std::move(fn)] {
+    fence->host_wait();
+    fn();
+  };
+}
+
+Tensor MpiCommunicator::host_stage(int slot, DType dt, int64_t n) {
+  PinnedHost& h = host_stage_[{slot, dt}];
+  if (!h.t.defined() || h.t.numel() < n) {
+    if (h.pinned) detail::unpin_host(h.t.raw());
+    h.pinned = false;
+    h.t = Tensor::empty({std::max<int64_t>(n, 1)}, dt);
+    std::string why;
+    h.pinned = detail::pin_host(h.t.raw(), h.t.nbytes(), &why);
+    if (!h.pinned && !pin_warned_) {
+      pin_warned_ = true;
+      std::fprintf(stderr,
+                   "zerotrain: warning: rank %d: cannot page-lock %zu bytes of comm staging "
+                   "memory (%s): device buffers are staged through pageable memory (slower)\n",
+                   rank_, h.t.nbytes(), why.c_str());
+    }
+  }
+  return h.t.flat_view(0, {n});
 }
 
 float* MpiCommunicator::staging_f32(int64_t n) {
@@ -238,8 +311,11 @@ float* MpiCommunicator::staging_f32(int64_t n) {
 std::shared_ptr<Work> MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
   check_tensor("all_reduce", buf);
   check_reduce("all_reduce", buf, op);
+  std::function<void()> body = [this, buf, op] { run_all_reduce(buf, op); };
+  if (buf.device().is_cuda())
+    body = on_device(buf.device().index, [this, buf, op] { dev_all_reduce(buf, op); });
   return submit("all_reduce", buf.dtype(), buf.numel(), static_cast<int64_t>(buf.nbytes()),
-                [this, buf, op] { run_all_reduce(buf, op); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_all_reduce(const Tensor& buf, ReduceOp op) {
@@ -273,8 +349,12 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter(const Tensor& in, Tensor& 
   ZT_CHECK(in.numel() == static_cast<int64_t>(world_) * out.numel(),
            "reduce_scatter: in must hold ", "world (", world_, ") x out's elements: in ", in.str(),
            ", out ", out.str());
+  check_same_device("reduce_scatter", in, out);
+  std::function<void()> body = [this, in, out, op] { run_reduce_scatter(in, out, op); };
+  if (in.device().is_cuda())
+    body = on_device(in.device().index, [this, in, out, op] { dev_reduce_scatter(in, out, op); });
   return submit("reduce_scatter", in.dtype(), in.numel(), static_cast<int64_t>(in.nbytes()),
-                [this, in, out, op] { run_reduce_scatter(in, out, op); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_reduce_scatter(const Tensor& in_arg, const Tensor& out, ReduceOp op) {
@@ -351,8 +431,13 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter_v(const Tensor& in, Tensor
            counts[rank_], " elements (counts[", rank_, "])");
   ZT_CHECK(total <= INT_MAX, "reduce_scatter_v: ", total, " elements exceed one MPI call");
   ZT_CHECK(!overlaps(in, out) || out.numel() == 0, "reduce_scatter_v: in and out overlap");
+  check_same_device("reduce_scatter_v", in, out);
+  std::function<void()> body = [this, in, out, c32, op] { run_reduce_scatter_v(in, out, c32, op); };
+  if (in.device().is_cuda())
+    body = on_device(in.device().index,
+                     [this, in, out, c32, op] { dev_reduce_scatter_v(in, out, c32, op); });
   return submit("reduce_scatter_v", in.dtype(), in.numel(), static_cast<int64_t>(in.nbytes()),
-                [this, in, out, c32, op] { run_reduce_scatter_v(in, out, c32, op); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_reduce_scatter_v(const Tensor& in, const Tensor& out,
@@ -383,8 +468,12 @@ std::shared_ptr<Work> MpiCommunicator::all_gather(const Tensor& in, Tensor& out)
            "; both must have one dtype");
   ZT_CHECK(out.numel() == static_cast<int64_t>(world_) * in.numel(), "all_gather: out must hold ",
            "world (", world_, ") x in's elements: in ", in.str(), ", out ", out.str());
+  check_same_device("all_gather", in, out);
+  std::function<void()> body = [this, in, out] { run_all_gather(in, out); };
+  if (in.device().is_cuda())
+    body = on_device(in.device().index, [this, in, out] { dev_all_gather(in, out); });
   return submit("all_gather", in.dtype(), out.numel(), static_cast<int64_t>(out.nbytes()),
-                [this, in, out] { run_all_gather(in, out); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_all_gather(const Tensor& in, const Tensor& out) {
@@ -445,8 +534,12 @@ std::shared_ptr<Work> MpiCommunicator::all_gather_v(const Tensor& in, Tensor& ou
   ZT_CHECK(in.numel() == counts[rank_], "all_gather_v: in ", in.str(), " should hold ",
            counts[rank_], " elements (counts[", rank_, "])");
   ZT_CHECK(total <= INT_MAX, "all_gather_v: ", total, " elements exceed one MPI call");
+  check_same_device("all_gather_v", in, out);
+  std::function<void()> body = [this, in, out, c32] { run_all_gather_v(in, out, c32); };
+  if (in.device().is_cuda())
+    body = on_device(in.device().index, [this, in, out, c32] { dev_all_gather_v(in, out, c32); });
   return submit("all_gather_v", in.dtype(), out.numel(), static_cast<int64_t>(out.nbytes()),
-                [this, in, out, c32] { run_all_gather_v(in, out, c32); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_all_gather_v(const Tensor& in, const Tensor& out,
@@ -478,8 +571,11 @@ std::shared_ptr<Work> MpiCommunicator::broadcast(Tensor& buf, int root) {
   check_tensor("broadcast", buf);
   ZT_CHECK(root >= 0 && root < world_, "broadcast: root ", root, " is not a rank of this ", world_,
            "-rank communicator");
+  std::function<void()> body = [this, buf, root] { run_broadcast(buf, root); };
+  if (buf.device().is_cuda())
+    body = on_device(buf.device().index, [this, buf, root] { dev_broadcast(buf, root); });
   return submit("broadcast", buf.dtype(), buf.numel(), static_cast<int64_t>(buf.nbytes()),
-                [this, buf, root] { run_broadcast(buf, root); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_broadcast(const Tensor& buf, int root) {
@@ -503,8 +599,12 @@ std::shared_ptr<Work> MpiCommunicator::all_to_all(const Tensor& in, Tensor& out)
            "hold the same world (", world_, ") x n elements: in ", in.str(), ", out ", out.str());
   ZT_CHECK(in.numel() <= INT_MAX, "all_to_all: ", in.numel(), " elements exceed one MPI call");
   ZT_CHECK(!overlaps(in, out), "all_to_all: in and out overlap");
+  check_same_device("all_to_all", in, out);
+  std::function<void()> body = [this, in, out] { run_all_to_all(in, out); };
+  if (in.device().is_cuda())
+    body = on_device(in.device().index, [this, in, out] { dev_all_to_all(in, out); });
   return submit("all_to_all", in.dtype(), in.numel(), static_cast<int64_t>(in.nbytes()),
-                [this, in, out] { run_all_to_all(in, out); });
+                std::move(body));
 }
 
 void MpiCommunicator::run_all_to_all(const Tensor& in, const Tensor& out) {
@@ -512,6 +612,116 @@ void MpiCommunicator::run_all_to_all(const Tensor& in, const Tensor& out) {
   if (n == 0) return;
   const MPI_Datatype type = mpi_type(in.dtype());
   ZT_MPI_CHECK(MPI_Alltoall(in.raw(), n, type, out.raw(), n, type, comm_));
+}
+
+// ---- device tensors: staged through pinned host memory (see the top of this file) -------------
+
+void MpiCommunicator::dev_all_reduce(const Tensor& buf, ReduceOp op) {
+  const DType dt = buf.dtype();
+  const int64_t n = buf.numel();
+  const size_t es = dtype_size(dt);
+  const int dev = buf.device().index;
+  char* d = bytes_of(buf);
+  for (int64_t o = 0; o < n; o += chunk_) {
+    const int64_t c = std::min(chunk_, n - o);
+    Tensor h = host_stage(0, dt, c);
+    detail::copy_d2h(h.raw(), d + o * es, c * es, dev);
+    run_all_reduce(h, op);
+    detail::copy_h2d(d + o * es, h.raw(), c * es, dev);
+  }
+}
+
+void MpiCommunicator::dev_broadcast(const Tensor& buf, int root) {
+  const DType dt = buf.dtype();
+  const int64_t n = buf.numel();
+  const size_t es = dtype_size(dt);
+  const int dev = buf.device().index;
+  char* d = bytes_of(buf);
+  for (int64_t o = 0; o < n; o += chunk_) {
+    const int64_t c = std::min(chunk_, n - o);
+    Tensor h = host_stage(0, dt, c);
+    if (rank_ == root) detail::copy_d2h(h.raw(), d + o * es, c * es, dev);
+    run_broadcast(h, root);
+    if (rank_ != root) detail::copy_h2d(d + o * es, h.raw(), c * es, dev);
+  }
+}
+
+void MpiCommunicator::dev_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op) {
+  const DType dt = out.dtype();
+  const int64_t n = out.numel();
+  const size_t es = dtype_size(dt);
+  const int dev = out.device().index;
+  if (n == 0) return;
+  // Piece j of every rank's chunk (world rows of c elements, n apart) in one 2-D copy. With
+  // overlapping in/out the whole input is read before anything is written (one piece of n).
+  const int64_t piece = overlaps(in, out) ? n : std::max<int64_t>(1, chunk_ / world_);
+  const char* src = bytes_of(in);
+  char* dst = bytes_of(out);
+  for (int64_t j = 0; j < n; j += piece) {
+    const int64_t c = std::min(piece, n - j);
+    Tensor h_in = host_stage(0, dt, world_ * c);
+    Tensor h_out = host_stage(1, dt, c);
+    detail::copy_d2h_2d(h_in.raw(), c * es, src + j * es, n * es, c * es, world_, dev);
+    run_reduce_scatter(h_in, h_out, op);
+    detail::copy_h2d(dst + j * es, h_out.raw(), c * es, dev);
+  }
+}
+
+void MpiCommunicator::dev_all_gather(const Tensor& in, const Tensor& out) {
+  const DType dt = in.dtype();
+  const int64_t n = in.numel();
+  const size_t es = dtype_size(dt);
+  const int dev = in.device().index;
+  if (n == 0) return;
+  // In place (in is chunk rank() of out) is safe piece by piece: piece j of our chunk is written
+  // with the bytes it already holds. Any other overlap: the whole input first.
+  const char* src = bytes_of(in);
+  char* dst = bytes_of(out);
+  const bool in_place = src == dst + rank_ * n * es;
+  const int64_t piece = overlaps(in, out) && !in_place ? n : chunk_;
+  for (int64_t j = 0; j < n; j += piece) {
+    const int64_t c = std::min(piece, n - j);
+    Tensor h_in = host_stage(0, dt, c);
+    Tensor h_out = host_stage(1, dt, world_ * c);
+    detail::copy_d2h(h_in.raw(), src + j * es, c * es, dev);
+    run_all_gather(h_in, h_out);
+    detail::copy_h2d_2d(dst + j * es, n * es, h_out.raw(), c * es, c * es, world_, dev);
+  }
+}
+
+void MpiCommunicator::dev_reduce_scatter_v(const Tensor& in, const Tensor& out,
+                                           const std::vector<int>& counts, ReduceOp op) {
+  const DType dt = in.dtype();
+  const int dev = in.device().index;
+  if (in.numel() == 0) return;
+  Tensor h_in = host_stage(0, dt, in.numel());
+  Tensor h_out = host_stage(1, dt, out.numel());
+  detail::copy_d2h(h_in.raw(), in.raw(), in.nbytes(), dev);
+  run_reduce_scatter_v(h_in, h_out, counts, op);
+  detail::copy_h2d(out.raw(), h_out.raw(), out.nbytes(), dev);
+}
+
+void MpiCommunicator::dev_all_gather_v(const Tensor& in, const Tensor& out,
+                                       const std::vector<int>& counts) {
+  const DType dt = in.dtype();
+  const int dev = in.device().index;
+  if (out.numel() == 0) return;
+  Tensor h_in = host_stage(0, dt, in.numel());
+  Tensor h_out = host_stage(1, dt, out.numel());
+  detail::copy_d2h(h_in.raw(), in.raw(), in.nbytes(), dev);
+  run_all_gather_v(h_in, h_out, counts);
+  detail::copy_h2d(out.raw(), h_out.raw(), out.nbytes(), dev);
+}
+
+void MpiCommunicator::dev_all_to_all(const Tensor& in, const Tensor& out) {
+  const DType dt = in.dtype();
+  const int dev = in.device().index;
+  if (in.numel() == 0) return;
+  Tensor h_in = host_stage(0, dt, in.numel());
+  Tensor h_out = host_stage(1, dt, out.numel());
+  detail::copy_d2h(h_in.raw(), in.raw(), in.nbytes(), dev);
+  run_all_to_all(h_in, h_out);
+  detail::copy_h2d(out.raw(), h_out.raw(), out.nbytes(), dev);
 }
 
 // ---- barrier, dup -------------------------------------------------------------------------------
