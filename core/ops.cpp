@@ -3,9 +3,9 @@
 // "matmul: inner dims differ: a f32[8, 3] cpu (K = 3) vs b f32[4, 5] cpu (K = 4)".
 // Dispatch: each op asks `on_cuda` whether its tensors live on a GPU (all on one device, else an
 // error naming both) and then calls core/cuda/ops.h (f32/bf16/f16, dtypes checked by
-// `require_float_alike`) or core/cpu/kernels.h (f32). An op without a CUDA version (attention so
-// far) throws saying so: nothing falls back to the CPU silently. The lines marked `// cuda` are the
-// CUDA backend's.
+// `require_float_alike`) or core/cpu/kernels.h (f32); attention goes to core/cuda/attention.h
+// (cuDNN). An op without a CUDA version throws saying so (no_cuda_op): nothing falls back to the
+// CPU silently. The lines marked `// cuda` are the CUDA backend's.
 #include "core/ops.h"
 
 #include <omp.h>
@@ -14,6 +14,7 @@
 #include <initializer_list>
 
 #include "core/cpu/kernels.h"
+#include "core/cuda/attention.h"
 #include "core/cuda/ops.h"
 
 namespace zt::ops {
@@ -80,7 +81,8 @@ void require_float_alike(const char* op, std::initializer_list<const Tensor*> ts
              t->str(), " (on CUDA the op's float tensors share one dtype)");
   }
 }
-[[noreturn]] void no_cuda_op(const char* op) {
+// Every op has a CUDA version now; kept for the next op added CPU-first.
+[[noreturn, maybe_unused]] void no_cuda_op(const char* op) {
   throw Error(detail::str_cat(op, ": not implemented on CUDA yet (core/cuda/ops.h lists the ops "
                               "that are); run it on the CPU or implement it"));
 }
@@ -337,26 +339,72 @@ void check_attention(const char* op, const Tensor& qkv, int n_head, int64_t& B, 
   ZT_CHECK(n_head > 0 && C % n_head == 0, op, ": width ", C, " is not divisible by n_head ",
            n_head);
 }
+// `saved` holds what attention_saved_shape says for qkv's device: probabilities on the CPU,
+// softmax statistics (f32) on CUDA.
+void check_attention_saved(const char* op, const Tensor& saved, bool gpu, int64_t B, int64_t T,
+                           int64_t H) {
+  if (gpu) {  // cuda
+    ZT_CHECK(saved.dtype() == DType::f32 && saved.numel() == B * H * T, op, ": saved ",
+             saved.str(), " should be the softmax statistics, f32 [", B, ", ", H, ", ", T,
+             "] (on CUDA it is not the [B, H, T, T] probabilities: attention_saved_shape)");
+  } else {
+    ZT_CHECK(saved.numel() == B * H * T * T, op, ": probs ", saved.str(), " should be [", B, ", ",
+             H, ", ", T, ", ", T, "]");
+  }
+}
 }  // namespace
 
-void attention_forward(const Tensor& qkv, int n_head, Tensor& out, Tensor& probs) {
+Shape attention_saved_shape(const Tensor& qkv, int n_head) {
+  int64_t B, T, C;
+  check_attention("attention_saved_shape", qkv, n_head, B, T, C);
+  if (qkv.device().is_cuda()) return {B, n_head, T};  // cuda: softmax statistics
+  return {B, n_head, T, T};
+}
+
+void attention_forward(const Tensor& qkv, int n_head, Tensor& out, Tensor& saved) {
   const char* op = "attention_forward";
-  if (on_cuda(op, {&qkv, &out, &probs})) no_cuda_op(op);  // cuda: cuDNN SDPA, not yet
-  require_cpu(op, {&qkv, &out, &probs});
-  require_f32(op, {&qkv, &out, &probs});
+  const bool gpu = on_cuda(op, {&qkv, &out, &saved});
   int64_t B, T, C;
   check_attention(op, qkv, n_head, B, T, C);
   ZT_CHECK(out.numel() == B * T * C, op, ": out ", out.str(), " should be [", B, ", ", T, ", ", C,
            "]");
-  ZT_CHECK(probs.numel() == B * n_head * T * T, op, ": probs ", probs.str(), " should be [", B,
-           ", ", n_head, ", ", T, ", ", T, "]");
-  cpu::attention_forward(cf(qkv), mf(out), mf(probs), B, T, C, n_head);
+  check_attention_saved(op, saved, gpu, B, T, n_head);
+  if (gpu) {  // cuda: cuDNN fused flash attention
+    require_float_alike(op, {&qkv, &out});
+    return cuda::attention_forward(qkv, n_head, out, saved);
+  }
+  require_cpu(op, {&qkv, &out, &saved});
+  require_f32(op, {&qkv, &out, &saved});
+  cpu::attention_forward(cf(qkv), mf(out), mf(saved), B, T, C, n_head);
+}
+
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& saved, int n_head, Tensor& dqkv) {
+  const char* op = "attention_backward";
+  const bool gpu = on_cuda(op, {&dout, &qkv, &out, &saved, &dqkv});
+  int64_t B, T, C;
+  check_attention(op, qkv, n_head, B, T, C);
+  ZT_CHECK(dout.numel() == B * T * C, op, ": dout ", dout.str(), " should be [", B, ", ", T, ", ",
+           C, "]");
+  ZT_CHECK(out.numel() == B * T * C, op, ": out ", out.str(), " should be [", B, ", ", T, ", ",
+           C, "] (the forward's output)");
+  check_attention_saved(op, saved, gpu, B, T, n_head);
+  require_same_numel(op, qkv, dqkv);
+  if (gpu) {  // cuda: cuDNN fused flash attention
+    require_float_alike(op, {&dout, &qkv, &out, &dqkv});
+    return cuda::attention_backward(dout, qkv, out, saved, n_head, dqkv);
+  }
+  require_cpu(op, {&dout, &qkv, &out, &saved, &dqkv});
+  require_f32(op, {&dout, &qkv, &saved, &dqkv});
+  cpu::attention_backward(cf(dout), cf(qkv), cf(saved), mf(dqkv), B, T, C, n_head);
 }
 
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int n_head,
                         Tensor& dqkv) {
   const char* op = "attention_backward";
-  if (on_cuda(op, {&dout, &qkv, &probs, &dqkv})) no_cuda_op(op);  // cuda: cuDNN SDPA, not yet
+  if (on_cuda(op, {&dout, &qkv, &probs, &dqkv}))  // cuda
+    throw Error(detail::str_cat(op, ": on CUDA, backward needs the forward output: call "
+                                    "attention_backward(dout, qkv, out, saved, n_head, dqkv)"));
   require_cpu(op, {&dout, &qkv, &probs, &dqkv});
   require_f32(op, {&dout, &qkv, &probs, &dqkv});
   int64_t B, T, C;

@@ -53,9 +53,21 @@ void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx);
 
 // ---- causal self-attention on a fused qkv projection --------------------------------------------
 // qkv: [B, T, 3C] laid out as (q | k | v), each C = n_head * head_dim, head h in columns
-// [h*hd, (h+1)*hd) of its part (the GPT-2 / nanoGPT layout). out: [B, T, C]. probs: [B, H, T, T],
-// the softmax of the scaled, causally masked scores, saved for backward.
-void attention_forward(const Tensor& qkv, int n_head, Tensor& out, Tensor& probs);
+// [h*hd, (h+1)*hd) of its part (the GPT-2 / nanoGPT layout). out: [B, T, C],
+// softmax(Q K^T / sqrt(hd), causally masked) V per head.
+// `saved` is what forward keeps for backward, and differs by backend (attention_saved_shape):
+//   CPU   [B, H, T, T] f32: the softmax probabilities themselves (later keys get 0);
+//   CUDA  [B, H, T]    f32: the softmax statistics of cuDNN's flash attention, per query row the
+//         logsumexp of its scaled, masked scores (natural log): the T x T matrix never exists.
+// On CUDA qkv/out/dout/dqkv are bf16 or f16 (f32 runs through bf16: core/cuda/attention.h), head
+// dim a multiple of 8 up to 256, and backward needs the forward output `out` (cuDNN's backward
+// uses rowsum(dout * out)); the CPU backend ignores `out` beyond checking its size.
+Shape attention_saved_shape(const Tensor& qkv, int n_head);  // by qkv's device, see above
+void attention_forward(const Tensor& qkv, int n_head, Tensor& out, Tensor& saved);
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& saved, int n_head, Tensor& dqkv);
+// The CPU-only form (no `out`), kept for callers written before the CUDA backend; on CUDA tensors
+// it throws, naming the form above.
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int n_head,
                         Tensor& dqkv);
 

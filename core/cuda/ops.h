@@ -20,12 +20,14 @@
 //                         sum_squares, all_finite, bias_add, bias_grad_acc, GELU fwd/bwd,
 //                         matmul (cuBLASLt), LayerNorm fwd/bwd, softmax fwd/bwd, embedding fwd/bwd,
 //                         softmax-cross-entropy fwd/bwd; f32/bf16/f16, f32 math
+//            attention.{h,cpp} causal attention fwd/bwd through cuDNN's fused flash attention
+//                         (backend graph API, plan cache; bf16/f16, f32 via bf16); its graphs pass
+//                         cuDNN 9.19's sm_90 support checks offline; tests/gpu/test_cuda_attention
 //            optim.{h,cu} fused multi-tensor Adam/AdamW (bits of the CPU Adam; f32/bf16/f16 grads,
 //                         grad scale folded in, 16-bit weight copy in the same pass) and the fused
 //                         overflow + sum-of-squares check, called by optim/ (step_tensors) and
 //                         precision/ (GradChecker); tests/gpu/test_cuda_optim.cpp
-//   missing  attention (cuDNN SDPA via the backend graph API; ops::attention_* throw "not
-//            implemented on CUDA"), Lamb and the 1-bit optimizers on device (they throw "not
+//   missing  Lamb and the 1-bit optimizers on device (they throw "not
 //            implemented on CUDA yet"), the NCCL communicator (comm/), cuBLASLt bias/GELU
 //            epilogues, copies between two GPUs, the engine and config wiring (`device: cuda`;
 //            for the optimizer: calling step_tensors and GradChecker), and every performance
