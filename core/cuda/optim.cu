@@ -99,9 +99,19 @@ __global__ void __launch_bounds__(kThreads) adam_kernel(const WorkItem* __restri
   constexpr bool kCopy = !std::is_same_v<P16, NoCopy>;
   for (int64_t w = blockIdx.x; w < n_items; w += gridDim.x) {
     const WorkItem it = items[w];
-    const int d = it.decay ? 1 : 0;
-    const AdamK k{c.b1,        c.b2,           c.one_minus_b1, c.one_minus_b2, c.eps,
-                  c.step_size, c.inv_sqrt_bc2, c.l2[d],        c.decoupled[d], c.grad_scale};
+    // Selects, not c.l2[it.decay]: a run-time index into a kernel parameter array would copy
+    // the whole struct to local memory.
+    const bool d = it.decay != 0;
+    const AdamK k{c.b1,
+                  c.b2,
+                  c.one_minus_b1,
+                  c.one_minus_b2,
+                  c.eps,
+                  c.step_size,
+                  c.inv_sqrt_bc2,
+                  d ? c.l2[1] : c.l2[0],
+                  d ? c.decoupled[1] : c.decoupled[0],
+                  c.grad_scale};
     float* p = params + it.begin;
     const G* g = grads + it.begin;
     float* mm = m + it.begin;
