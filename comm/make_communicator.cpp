@@ -7,6 +7,7 @@
 #include "comm/communicator.h"
 #include "comm/detail/cuda_rt.h"
 #include "comm/detail/mpi_check.h"
+#include "comm/detail/rank_devices.h"
 #include "core/cuda/device.h"
 #include "core/error.h"
 
@@ -14,9 +15,8 @@
 #include <vector>
 
 namespace zt::comm {
-namespace {
+namespace detail {
 
-// All ranks' (host, gpu) pairs, indexed by rank. Collective over MPI_COMM_WORLD.
 std::vector<RankDevice> gather_rank_devices(int device) {
   const Topology& topo = Bootstrap::instance().topology();
   const std::string gpu = device >= 0 ? detail::gpu_identity(device) : "";
@@ -43,7 +43,7 @@ std::vector<RankDevice> gather_rank_devices(int device) {
   return out;
 }
 
-}  // namespace
+}  // namespace detail
 
 int local_rank_device() {
   const int n = cuda::device_count();
@@ -58,7 +58,8 @@ std::unique_ptr<Communicator> make_communicator(Backend requested, bool device_t
     d = choose_backend(requested, device_tensors, ZT_WITH_CUDA != 0, {});
   } else {
     const int device = options.device >= 0 ? options.device : local_rank_device();
-    d = choose_backend(requested, device_tensors, ZT_WITH_CUDA != 0, gather_rank_devices(device));
+    d = choose_backend(requested, device_tensors, ZT_WITH_CUDA != 0,
+                       detail::gather_rank_devices(device));
   }
   if (reason) *reason = d.reason;
   if (d.backend == Backend::nccl) return make_nccl_communicator(options);

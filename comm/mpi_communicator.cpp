@@ -37,11 +37,14 @@
 #include "comm/watchdog.h"
 #include "core/error.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -193,9 +196,14 @@ class MpiCommunicator final : public Communicator {
   // The body of an op on `dev` tensors: waits for the caller's stream at issue time, then `fn`.
   std::function<void()> on_device(int device, std::function<void()> fn);
 
+  // A host tensor whose whole pages inside it are page-locked; views start at its first whole
+  // page. (Only whole pages of our own allocation are registered, so two staging buffers that
+  // share a heap page never register the same page twice, which cudaHostRegister refuses.)
   struct PinnedHost {
     Tensor t;
-    bool pinned = false;
+    int64_t offset = 0;    // elements from t's start to its first whole page
+    int64_t capacity = 0;  // elements usable from offset
+    void* pinned = nullptr;
   };
   std::map<std::pair<int, DType>, PinnedHost> host_stage_;  // comm thread only
   bool pin_warned_ = false;
@@ -230,7 +238,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
 MpiCommunicator::~MpiCommunicator() {
   thread_.reset();  // drains the queue: ops already issued run first
   for (auto& [key, h] : host_stage_)
-    if (h.pinned) detail::unpin_host(h.t.raw());
+    if (h.pinned) detail::unpin_host(h.pinned);
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) ZT_MPI_CHECK_WARN(MPI_Comm_free(&comm_));
@@ -284,21 +292,30 @@ std::function<void()> MpiCommunicator::on_device(int device, std::function<void(
 
 Tensor MpiCommunicator::host_stage(int slot, DType dt, int64_t n) {
   PinnedHost& h = host_stage_[{slot, dt}];
-  if (!h.t.defined() || h.t.numel() < n) {
-    if (h.pinned) detail::unpin_host(h.t.raw());
-    h.pinned = false;
-    h.t = Tensor::empty({std::max<int64_t>(n, 1)}, dt);
+  if (!h.t.defined() || h.capacity < n) {
+    if (h.pinned) detail::unpin_host(h.pinned);
+    h = PinnedHost();
+    static const int64_t page = std::max<long>(4096, sysconf(_SC_PAGESIZE));
+    const int64_t es = static_cast<int64_t>(dtype_size(dt));
+    const int64_t pad = page / es;  // a page before and after: whole pages hold n elements
+    h.t = Tensor::empty({n + 2 * pad}, dt);
+    const auto base = reinterpret_cast<uintptr_t>(h.t.raw());
+    const uintptr_t first = (base + page - 1) / page * page;
+    const uintptr_t last = (base + h.t.nbytes()) / page * page;
+    h.offset = static_cast<int64_t>(first - base) / es;  // base is 64-byte aligned
+    h.capacity = n;
     std::string why;
-    h.pinned = detail::pin_host(h.t.raw(), h.t.nbytes(), &why);
-    if (!h.pinned && !pin_warned_) {
+    if (detail::pin_host(reinterpret_cast<void*>(first), last - first, &why)) {
+      h.pinned = reinterpret_cast<void*>(first);
+    } else if (!pin_warned_) {
       pin_warned_ = true;
       std::fprintf(stderr,
                    "zerotrain: warning: rank %d: cannot page-lock %zu bytes of comm staging "
                    "memory (%s): device buffers are staged through pageable memory (slower)\n",
-                   rank_, h.t.nbytes(), why.c_str());
+                   rank_, static_cast<size_t>(last - first), why.c_str());
     }
   }
-  return h.t.flat_view(0, {n});
+  return h.t.flat_view(h.offset, {n});
 }
 
 float* MpiCommunicator::staging_f32(int64_t n) {

@@ -49,6 +49,7 @@
 #include "comm/detail/cuda_rt.h"
 #include "comm/detail/mpi_check.h"
 #include "comm/detail/nccl_check.h"
+#include "comm/detail/rank_devices.h"
 #include "comm/watchdog.h"
 #include "core/cuda/check.h"
 #include "core/cuda/device.h"
@@ -709,15 +710,14 @@ std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions& options)
   const int device = options.device >= 0 ? options.device : local_rank_device();
   const int gpus = cuda::device_count();
 
-  // 1. Every rank has its GPU, agreed before anyone enters NCCL.
-  std::string problem;
-  if (gpus == 0)
-    problem = cuda::device_summary();  // "no GPU (...)"
-  else if (device < 0 || device >= gpus)
-    problem = zt::detail::str_cat("device ", device, " requested but ", gpus, " GPU(s) visible");
-  if (std::string p = first_problem(problem, topo.rank); !p.empty())
-    throw CommError("nccl backend: " + p +
-                    "; NCCL needs one GPU per rank (or use comm.backend: mpi)");
+  // 1. Every rank has a GPU of its own, agreed before anyone enters NCCL (a rank that cannot join
+  // would leave the others waiting in ncclCommInitRank): the same check as comm.backend: nccl.
+  try {
+    choose_backend(Backend::nccl, true, true, detail::gather_rank_devices(device));
+  } catch (const ConfigError& e) {
+    throw CommError(zt::detail::str_cat("make_nccl_communicator on rank ", topo.rank,
+                                        " (cuda:", device, " of ", gpus, " visible): ", e.what()));
+  }
 
   // 2. Rank 0's unique id, with its status, to every rank.
   struct {
@@ -732,7 +732,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions& options)
 
   // 3. The communicator on our GPU; the ranks agree on the outcome.
   ncclComm_t comm = nullptr;
-  problem.clear();
+  std::string problem;
   {
     DeviceScope scope(device);
     const ncclResult_t rc = ncclCommInitRank(&comm, topo.world, msg.id, topo.rank);

@@ -21,9 +21,14 @@ namespace {
 struct CopyStreams {
   std::map<int, cudaStream_t> by_device;
   ~CopyStreams() {
+    // At process exit the runtime may already be unloading: nothing to report then.
     for (auto& [dev, s] : by_device) {
       (void)dev;
-      ZT_CUDA_CHECK_WARN(cudaStreamDestroy(s));
+      const cudaError_t rc = cudaStreamDestroy(s);
+      if (rc != cudaSuccess && rc != cudaErrorCudartUnloading)
+        ZT_CUDA_CHECK_WARN(rc);
+      else
+        (void)cudaGetLastError();
     }
   }
 };
@@ -48,7 +53,10 @@ std::string gpu_identity(int device) {
   }
   if (device < 0 || device >= n) return "";
   cudaDeviceProp p{};
-  ZT_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) {
+    (void)cudaGetLastError();  // never throw here: the caller is about to enter a collective
+    return "";
+  }
   char uuid[64];
   const auto* u = reinterpret_cast<const unsigned char*>(p.uuid.bytes);
   std::snprintf(uuid, sizeof uuid,

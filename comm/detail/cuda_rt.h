@@ -16,7 +16,8 @@ namespace zt::comm::detail {
 
 // The identity of GPU `device` as this process sees it: "GPU-<uuid> (PCI 0000:19:00.0)". The UUID
 // is unique across machines, so two ranks that print the same string share one GPU. "" when
-// there is no such device (or no GPU, or a CPU-only build).
+// there is no such device (or no GPU, or a CPU-only build). Never throws (its callers are about to
+// enter a collective: one rank throwing would leave the others waiting).
 std::string gpu_identity(int device);
 
 // A point in the calling thread's current stream (core/cuda/stream.h) on `device`, recorded at

@@ -122,6 +122,14 @@ TEST(MpiDeviceChoice, MakeCommunicatorOnThisMachine) {
           << m;
       EXPECT_NE(m.find("ranks 0"), std::string::npos) << m;
     }
+    // make_nccl_communicator itself refuses before anyone enters NCCL, on every rank alike.
+    try {
+      make_nccl_communicator();
+      ADD_FAILURE() << "make_nccl_communicator with ranks sharing a GPU did not throw";
+    } catch (const CommError& e) {
+      EXPECT_NE(std::string(e.what()).find("NCCL refuses two ranks on one GPU"), std::string::npos)
+          << e.what();
+    }
   }
   // Host tensors never take nccl.
   EXPECT_EQ(make_communicator(Backend::auto_select, false)->backend(), "mpi");
