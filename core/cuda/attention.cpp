@@ -613,4 +613,69 @@ int64_t attention_graph_self_check(int64_t B, int64_t T, int64_t C, int64_t H, D
   return g.num_ops();
 }
 
+AttentionEngineCheck attention_engine_check(int64_t B, int64_t T, int64_t C, int64_t H,
+                                            DType dtype, bool backward,
+                                            const std::string& device_properties_json) {
+#if CUDNN_VERSION >= 90800
+  Desc device_props(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  ZT_CUDNN_SET(device_props.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+               static_cast<int64_t>(device_properties_json.size() + 1),
+               device_properties_json.c_str());
+  ZT_CUDNN_CHECK(cudnnBackendFinalize(device_props.get()));
+  const Ref props = device_props.get();
+
+  const SdpaLayout l = sdpa_layout(B, T, C, H);
+  const cudnnDataType_t io = dtype == DType::f16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+  Graph g;
+  if (backward) build_backward(g, l, io);
+  else build_forward(g, l, io);
+  const Ref graph = g.finalize(nullptr);
+
+  Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+  ZT_CUDNN_SET(heur.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+               &graph);
+  ZT_CUDNN_SET(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+  ZT_CUDNN_SET(heur.get(), CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+               &props);
+  ZT_CUDNN_CHECK(cudnnBackendFinalize(heur.get()));
+  int64_t count = 0;
+  ZT_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr));
+  AttentionEngineCheck r;
+  if (count == 0) return r;
+  std::vector<Desc> cfgs;
+  std::vector<Ref> raw;
+  for (int64_t i = 0; i < count; ++i) {
+    cfgs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    raw.push_back(cfgs.back().get());
+  }
+  // Engines whose support check needs the driver drop out of this list without one.
+  ZT_CUDNN_CHECK(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                          CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &r.configs,
+                                          raw.data()));
+  if (r.configs == 0) r.missing_driver = count;
+  for (int64_t i = 0; i < r.configs; ++i) {
+    Desc plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    ZT_CUDNN_SET(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                 1, &props);
+    ZT_CUDNN_SET(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw[static_cast<size_t>(i)]);
+    const cudnnStatus_t st = cudnnBackendFinalize(plan.get());
+    if (st == CUDNN_STATUS_SUCCESS || st == CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER) {
+      ++r.accepted;  // built, or compiled and then not loadable without a GPU
+    } else {
+      if (st == CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING) ++r.missing_driver;
+      r.last_refusal = detail::cudnn_error_message(st, "cudnnBackendFinalize(plan)", __FILE__,
+                                                   __LINE__);
+    }
+  }
+  return r;
+#else
+  (void)B, (void)T, (void)C, (void)H, (void)dtype, (void)backward, (void)device_properties_json;
+  throw CudaError(str_cat("attention_engine_check: needs cuDNN >= 9.8 headers, built with ",
+                          CUDNN_VERSION));
+#endif
+}
+
 }  // namespace zt::cuda

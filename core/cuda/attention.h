@@ -32,6 +32,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "core/tensor.h"
@@ -63,6 +64,21 @@ int64_t cudnn_runtime_version();
 // engine runs the graph (and whether one does) needs a GPU. dtype: bf16 or f16 (f32 runs as bf16).
 int64_t attention_graph_self_check(int64_t B, int64_t T, int64_t C, int64_t H, DType dtype,
                                    bool backward);
+// Offline engine check (cuDNN >= 9.8, no GPU needed): asks cuDNN's heuristics (mode A) for engines
+// for the graph on the device described by `device_properties_json` (a cuDNN device-properties
+// descriptor in its JSON form; tests/gpu/test_cuda_attention.cpp has an H100's) and finalizes a
+// plan for each, which compiles its kernels. Loading them needs a driver: with the CUDA toolkit's
+// stub libcuda.so.1 first on the library path, a plan that got that far reports
+// CUDA_ERROR_STUB_LIBRARY, which counts as accepted. Throws if cuDNN refuses the JSON.
+struct AttentionEngineCheck {
+  int64_t configs = 0;         // engine configurations the heuristics proposed
+  int64_t accepted = 0;        // plans cuDNN built (or compiled and only failed to load)
+  int64_t missing_driver = 0;  // refused only because no libcuda.so.1 could be loaded
+  std::string last_refusal;    // cuDNN's words for the last refusal
+};
+AttentionEngineCheck attention_engine_check(int64_t B, int64_t T, int64_t C, int64_t H,
+                                            DType dtype, bool backward,
+                                            const std::string& device_properties_json);
 
 // ---- the tensors of the graphs (pure host arithmetic, unit-tested without a GPU) -------------
 // cuDNN sees every tensor as 4-D [batch, head, row, col] with explicit strides (in elements), so

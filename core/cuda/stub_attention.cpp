@@ -22,5 +22,9 @@ void attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tenso
 AttentionPlanStats attention_plan_stats() { return {}; }
 int64_t cudnn_runtime_version() { return 0; }
 int64_t attention_graph_self_check(int64_t, int64_t, int64_t, int64_t, DType, bool) { return -1; }
+AttentionEngineCheck attention_engine_check(int64_t, int64_t, int64_t, int64_t, DType, bool,
+                                            const std::string&) {
+  no_cuda("cuda::attention_engine_check");
+}
 
 }  // namespace zt::cuda

@@ -108,6 +108,59 @@ TEST(SdpaGraph, CudnnFinalizesEveryDescriptorWithoutAGpu) {
       }
 }
 
+// ---- host: cuDNN's sm_90 engines accept both graphs (no GPU; needs libcuda, see below) --------
+// An H100 SXM's properties in the JSON form of cuDNN's device-properties descriptor (cuDNN 9.8+).
+// The schema is cuDNN-internal (the keys are those cuDNN 9.19 asks for); if a later cuDNN refuses
+// it, the test skips saying so.
+const char* kH100Properties = R"({"maxGridSize":[2147483647,65535,65535],
+  "maxBlockSize":[1024,1024,64],"regsPerBlock":65536,"multiProcessorCount":132,"warpSize":32,
+  "maxSharedMemoryPerBlock":49152,"maxSharedMemoryPerBlockOptin":232448,
+  "reservedSharedMemoryPerBlock":1024,"maxRegistersPerSM":65536,"maxCtasPerSM":32,
+  "maxThreadsPerBlock":1024,"maxThreadsPerSM":2048,"pciDeviceId":8963,"isTccDriver":0,
+  "supportCoopLaunch":1,"smClockRateKHz":1980000,"memClockRateKHz":2619000,
+  "l2CacheSize":52428800,"deviceName":"NVIDIA H100 80GB HBM3","deviceVer":900,"driverVer":13000,
+  "cudnnVersion":91900,"schemaVersion":1,"smVersion":90,"totalGlobalMem":85029158912,
+  "cudaDeviceId":0})";
+
+// cuDNN compiles an engine's kernels while finalizing its plan and needs libcuda.so.1 for that; on
+// a machine without a driver the ctest entry SdpaGraph.Sm90EnginesOffline (tests/gpu/
+// CMakeLists.txt) runs this test with the CUDA toolkit's stub libcuda first on the library path:
+// kernels compile and only their loading fails, which is what is checked here. Without libcuda at
+// all it skips.
+TEST(SdpaGraph, Sm90EnginesAcceptTheGraphsOffline) {
+  const int64_t version = cuda::cudnn_runtime_version();
+  if (version == 0) GTEST_SKIP() << "CPU-only build: no cuDNN";
+  if (version < 90800)
+    GTEST_SKIP() << "cuDNN " << version << " has no device-properties descriptor";
+  struct Case {
+    int64_t T, D;
+  };
+  for (DType dt : {DType::bf16, DType::f16})
+    for (bool backward : {false, true})
+      for (Case c : {Case{17, 64}, Case{129, 32}, Case{256, 64}}) {
+        const std::string what = std::string(zt::dtype_name(dt)) + (backward ? " bwd" : " fwd") +
+                                 " T " + std::to_string(c.T) + " D " + std::to_string(c.D);
+        SCOPED_TRACE(what);
+        cuda::AttentionEngineCheck r;
+        try {
+          r = cuda::attention_engine_check(2, c.T, 2 * c.D, 2, dt, backward, kH100Properties);
+        } catch (const zt::Error& e) {
+          if (std::string(e.what()).find("device_props") != std::string::npos)
+            GTEST_SKIP() << "cuDNN " << version << " refuses the H100 properties: " << e.what();
+          throw;
+        }
+        if (r.accepted == 0 && r.missing_driver > 0)
+          GTEST_SKIP() << "cuDNN needs libcuda.so.1 to compile the engines: run the ctest entry "
+                          "SdpaGraph.Sm90EnginesOffline (it puts the toolkit's stub first)";
+        EXPECT_GT(r.accepted, 0) << what << ": " << r.configs << " configurations, none accepted; "
+                                 << r.last_refusal;
+      }
+  // The check can fail: head dim 12 is not a multiple of 8, and no engine takes it.
+  const cuda::AttentionEngineCheck bad =
+      cuda::attention_engine_check(2, 64, 24, 2, DType::bf16, false, kH100Properties);
+  EXPECT_EQ(bad.accepted, 0);
+}
+
 // ---- host: the attention contract of core/ops.h on the CPU -------------------------------------
 Tensor rand_host(zt::Shape shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937 rng(seed);
