@@ -9,9 +9,10 @@
 //   step 5 has not completed after 5 s (comm.timeout_s); missing: rank 1 (at step 5, not in a
 //   collective, last completed op #56: computing, in I/O or stalled); ... aborting the job (124)
 //
-// What it watches. Every communicator of the mpi backend tells its CommProgress (below) when an op
-// starts and ends running on its comm thread (queueing time does not count). The monitor thread
-// wakes every ~0.1 s and fires when an op has been running longer than timeout_s.
+// What it watches. Every communicator tells its CommProgress (below) when an op starts and ends:
+// the mpi backend when it runs on its comm thread (queueing time does not count), the nccl backend
+// when the op becomes the oldest pending one on its stream and when its end event completes. The
+// monitor thread wakes every ~0.1 s and fires when an op has been running longer than timeout_s.
 //
 // How it learns who is missing, without the stuck communicator. Each rank's progress record
 // (step, the op it is in with its sequence number and size, the last op it completed on each
@@ -31,8 +32,9 @@
 // The decision to abort never depends on MPI: the monitor thread only reads memory, and if
 // MPI_Abort itself does not return within 10 s the process _Exits (mpirun/srun then end the rest).
 //
-// Environment (read once by options_from_env; the names are torch's, for when the nccl backend
-// exists: there is no nccl backend yet, and these apply to the watchdog of every backend):
+// Environment (read once by options_from_env; the names are torch's, and they apply to the
+// watchdog of every backend; the nccl backend's own monitor aborts its NCCL communicator after
+// CommOptions::timeout_s, comm/nccl_communicator.cpp):
 //   NCCL_TIMEOUT=S                          seconds; overrides comm.timeout_s
 //   [TORCH_]NCCL_BLOCKING_WAIT=1            Work::wait() throws CommError after the timeout on the
 //                                           waiting thread (the program's error path ends the job,

@@ -86,11 +86,11 @@ inline void check_reduce_scatter(Communicator& c, DType dt, bool exact16) {
     }
 }
 
-// Uneven parts: rank r's part holds (r * 37 + n) % (n + 1) elements, the last rank's often 0.
+// Uneven parts: rank r holds (r * 37 + n) % (n + 1) elements (some 0; the last rank 0 beyond 2).
 inline std::vector<int64_t> uneven_counts(int world, int64_t n) {
   std::vector<int64_t> counts(static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) counts[static_cast<size_t>(r)] = (r * 37 + n) % (n + 1);
-  if (world > 1) counts.back() = 0;
+  if (world > 2) counts.back() = 0;
   return counts;
 }
 
