@@ -322,6 +322,9 @@ class Adam final : public Optimizer {
     to_host();
     return {{"exp_avg", &m_}, {"exp_avg_sq", &v_}};
   }
+  int64_t state_bytes() override {
+    return on_device_ ? 2 * n_ * static_cast<int64_t>(sizeof(float)) : Optimizer::state_bytes();
+  }
   int64_t step_count() const override { return t_; }
   void set_step_count(int64_t s) override { t_ = s; }
   bool set_betas(float beta1, float beta2) override {

@@ -90,6 +90,13 @@ class Optimizer {
   // host: an optimizer whose state lives on a GPU copies it down here (synchronising), and reads
   // the buffers back before its next device step, so a checkpoint load may write them.
   virtual std::vector<std::pair<std::string, std::vector<float>*>> state() = 0;
+  // Bytes of that state wherever it lives, for memory accounting: unlike state(), never copies
+  // GPU state down. Default: the sizes of the state() buffers.
+  virtual int64_t state_bytes() {
+    int64_t b = 0;
+    for (auto& named : state()) b += static_cast<int64_t>(named.second->size() * sizeof(float));
+    return b;
+  }
   virtual int64_t step_count() const = 0;
   virtual void set_step_count(int64_t s) = 0;
   // Adam-family betas, for schedules that cycle momentum (OneCycle). Default: not supported.

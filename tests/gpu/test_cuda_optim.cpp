@@ -176,6 +176,7 @@ TEST_P(CudaAdam, MatchesCpuBitForBit) {
         expect_same_bits(*sg[k].second, *sc[k].second, sg[k].first + at);
     }
   }
+  EXPECT_EQ(gpu->state_bytes(), 2 * c.n * 4);  // on the GPU: counted without copying it down
   auto sg = gpu->state(), sc = cpu->state();
   for (size_t k = 0; k < sg.size(); ++k)
     expect_same_bits(*sg[k].second, *sc[k].second, sg[k].first + " at the end");

@@ -55,6 +55,7 @@ TEST(StepTensors, MatchesStepWithThePassesDoneByHand) {
       }
       auto sa = a->state(), sb = b->state();
       for (size_t k = 0; k < sa.size(); ++k) EXPECT_EQ(*sa[k].second, *sb[k].second);
+      EXPECT_EQ(a->state_bytes(), 2 * n * 4);
     }
   }
 }
