@@ -415,6 +415,7 @@ TEST_P(CudaAttention, RunsOnTheCurrentStream) {
   Tensor o2 = Tensor::empty({B, T, C}, dt(), Device::cuda());
   Tensor st = Tensor::empty({B, H, T}, DType::f32, Device::cuda());
   ops::attention_forward(gqkv, static_cast<int>(H), o1, st);
+  cuda::Stream().synchronize();  // the new stream does not order itself after the legacy one
   {
     cuda::Stream s = cuda::Stream::create(0);
     cuda::StreamGuard g(s);
