@@ -101,14 +101,15 @@ class Work {
 // Options of a communicator; the defaults suit training.
 struct CommOptions {
   // Seconds wait() waits before throwing CommError; 0 = forever. (comm/watchdog.h ends the job.)
+  // nccl: an op pending longer than this aborts the NCCL communicator and fails with CommError.
   double timeout_s = 0;
-  // Run collectives on a dedicated thread (async). false: run each collective inside the call that
-  // issues it and return a completed Work (debugging, and the fallback when MPI lacks
-  // MPI_THREAD_MULTIPLE).
+  // [mpi] Run collectives on a dedicated thread (async). false: run each collective inside the
+  // call that issues it and return a completed Work (debugging, and the fallback when MPI lacks
+  // MPI_THREAD_MULTIPLE). nccl always has its monitor thread.
   bool threaded = true;
-  // Largest number of elements per MPI call and per staging buffer; 0 = the default, 2^25 (a
-  // 128 MiB f32 staging buffer), or the environment's ZT_COMM_CHUNK_ELEMS when set. Tests set it
-  // small to exercise the chunked paths.
+  // [mpi] Largest number of elements per MPI call and per staging buffer (host, and pinned for
+  // device tensors); 0 = the default, 2^25 (a 128 MiB f32 staging buffer), or the environment's
+  // ZT_COMM_CHUNK_ELEMS when set. Tests set it small to exercise the chunked paths.
   int64_t chunk_elems = 0;
   // [nccl] The GPU the communicator runs on; -1 = local_rank_device() (local rank modulo the
   // visible GPUs). The device tensors of every op must live there.

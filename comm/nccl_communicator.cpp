@@ -348,10 +348,17 @@ std::shared_ptr<Work> NcclCommunicator::submit(const char* op, DType dtype, int6
     throw CommError(why);
   }
   w->keep(std::move(keep));
+  std::string aborted_after;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    queue_.push_back(w);
+    if (broken_.empty())
+      queue_.push_back(w);
+    else
+      aborted_after = broken_;  // aborted while this op was being enqueued
   }
+  if (!aborted_after.empty())
+    w->finish(std::make_exception_ptr(
+        CommError(what + ": not run: the NCCL communicator was aborted after " + aborted_after)));
   cv_.notify_one();
   return w;
 }
