@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "io/detail/config_sections.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -222,6 +223,8 @@ constexpr Foreign kForeign[] = {
     {"data_efficiency", "data efficiency library", OnWhen::kEnabledKey},
     {"curriculum_learning", "curriculum learning", OnWhen::kEnabledKey},
     {"progressive_layer_drop", "progressive layer drop", OnWhen::kEnabledKey},
+    {"eigenvalue", "eigenvalue computation (MoQ's curvature-driven quantization schedule)",
+     OnWhen::kEnabledKey},
     {"quantize_training", "MoQ quantized training", OnWhen::kEnabledKey},
     {"hybrid_engine", "RLHF hybrid engine", OnWhen::kEnabledKey},
     {"expert_parallel", "MoE expert parallelism", OnWhen::kEnabledKey},
@@ -366,8 +369,24 @@ void read_config(const Ctx& ctx, const Node& root, Config& cfg) {
   }
   top.read("prescale_gradients", cfg.comm.prescale_gradients);
   top.read("gradient_predivide_factor", cfg.comm.gradient_predivide_factor, 1e-300);
-  const Given comm_dtype =
-      top.read_choice("communication_data_type", cfg.comm.communication_data_type, kDTypeChoices);
+  Given comm_dtype = Given::kAbsent;
+  if (const Node* n = top.take("communication_data_type");
+      n != nullptr && !n->is_null() && !is_auto(*n)) {
+    comm_dtype = Given::kValue;
+    std::string text = n->is_scalar() ? n->text : std::string();
+    for (char& ch : text) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (text == "bfp16") {  // DeepSpeed lower-cases the value first
+      // DeepSpeed's first spelling of bf16 here (get_communication_data_type accepted "bfp16"
+      // until it was renamed; Megatron-DeepSpeed's ds_zero2_config_bf16.json still writes it).
+      cfg.comm.communication_data_type = DTypeName::kBf16;
+      ctx.notice(where(ctx.file, *n) +
+                 ": `communication_data_type: bfp16` is DeepSpeed's former spelling; read as bf16 "
+                 "(current DeepSpeed accepts only fp32, fp16, bf16)");
+    } else {
+      cfg.comm.communication_data_type =
+          static_cast<DTypeName>(to_choice(ctx, *n, "communication_data_type", kDTypeChoices));
+    }
+  }
   if (const Node* fp32 = top.take("fp32_allreduce");
       fp32 != nullptr && !fp32->is_null() && !is_auto(*fp32)) {
     if (comm_dtype == Given::kValue)

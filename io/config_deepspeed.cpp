@@ -146,6 +146,12 @@ void read_zero(const Ctx& ctx, const Node* node, const ModelConfig& model, ZeroC
   r.not_supported_unless("zenflow", "null");
   r.no_effect("memory_efficient_linear", "it swaps PyTorch's autograd for nn.Linear");
   r.no_effect("override_module_apply", "it patches PyTorch's nn.Module.apply");
+  // DeepSpeed's ZeRO-3 all-gather through AMD MI300 SDMA copy engines (mori), falling back to
+  // RCCL/NCCL: a transport choice with the same result (examples/sdma_allgather).
+  r.no_effect("sdma_allgather",
+              "it routes ZeRO-3's parameter all-gather through AMD SDMA engines; zerotrain "
+              "all-gathers through its communicator, with the same result");
+  r.no_effect("sdma_allgather_max_numel", "it sizes the SDMA all-gather's transit buffer");
   r.finish();
 
   // "auto" and absent values that depend on other keys.
@@ -188,6 +194,12 @@ void read_fp16(const Ctx& ctx, const Node* node, Fp16Config& f) {
   r.read("consecutive_hysteresis", f.consecutive_hysteresis);
   r.read("min_loss_scale", f.min_loss_scale, 0.0);
   r.not_supported_unless("fp16_master_weights_and_grads", "false");
+  // Apex AMP's level written into the fp16 block (BELLE's run_config): DeepSpeed reads opt_level
+  // only from `amp`, so its fp16 mode ignored it here (current DeepSpeed rejects it).
+  r.no_effect(
+      "opt_level",
+      "NVIDIA Apex AMP's setting, which DeepSpeed reads only from the `amp` block; its fp16 "
+      "mode, which zerotrain follows, ignores it");
   r.finish();
 }
 
@@ -232,7 +244,9 @@ void read_flops_profiler(const Ctx& ctx, const Node* node) {
   std::string output_file;
   r.read("enabled", enabled);
   r.read("recompute_fwd_factor", recompute_fwd_factor, 0.0);
-  r.read("profile_step", profile_step, kNonNegative);
+  // Any integer, as DeepSpeed reads it (get_scalar_param, no check): the profiler runs at the
+  // step equal to it, so a value no step reaches (Megatron-DeepSpeed's -1) never profiles.
+  r.read("profile_step", profile_step);
   r.read("module_depth", module_depth, IntRange{-1});
   r.read("top_modules", top_modules, kNonNegative);
   r.read("detailed", detailed);

@@ -196,8 +196,29 @@ int to_choice(const Ctx& ctx, const Node& n, const std::string& path,
            (guess.empty() ? "" : "; did you mean `" + guess + "`?"));
 }
 
+namespace {
+// The words of a snake_case name, sorted: "comm_overlap" and "overlap_comm" give the same list.
+std::vector<std::string> sorted_words(const std::string& name) {
+  std::vector<std::string> words;
+  size_t start = 0;
+  for (size_t i = 0; i <= name.size(); ++i)
+    if (i == name.size() || name[i] == '_') {
+      if (i > start) words.push_back(name.substr(start, i - start));
+      start = i + 1;
+    }
+  std::sort(words.begin(), words.end());
+  return words;
+}
+}  // namespace
+
 std::string closest_key(std::string_view key, const std::vector<std::string>& candidates) {
   const std::string k = lower(key);
+  // The same words in another order (DeepSpeedExamples' `comm_overlap` for `overlap_comm`).
+  if (k.find('_') != std::string::npos) {
+    const std::vector<std::string> words = sorted_words(k);
+    for (const std::string& c : candidates)
+      if (sorted_words(lower(c)) == words) return c;
+  }
   // A truncated or extended name (train_micro_batch_size for train_micro_batch_size_per_gpu):
   // one is a prefix of the other and covers at least half of it. The most specific hint: first.
   std::string prefix_match;

@@ -177,7 +177,14 @@ Node parse_any(const std::string& text, const std::string& file, const std::stri
     while (parser.HandleNextDocument(builder)) {
     }
   } catch (const YAML::Exception& e) {
-    syntax_error(file, to_mark(e.mark), origin, "YAML/JSON syntax error: " + e.msg);
+    // yaml-cpp reports a JSON object or array that lost a comma (DeepSpeedExamples'
+    // imagenet/config/ds_config.json) as an unclosed flow at the entry after the gap.
+    std::string hint;
+    if (e.msg == "end of map flow not found" || e.msg == "end of sequence flow not found")
+      hint =
+          " (in JSON: is a comma missing at the end of the entry before this one, or a closing "
+          "bracket missing?)";
+    syntax_error(file, to_mark(e.mark), origin, "YAML/JSON syntax error: " + e.msg + hint);
   }
   if (!builder.has_root()) {
     Node empty;

@@ -149,6 +149,16 @@ TEST(ConfigErrors, UnknownKeyNamesPathLineAndClosestKey) {
              "did you mean `train_micro_batch_size_per_gpu`?");
 }
 
+// The same words in another order (DeepSpeedExamples' ds_zero-offload_10B_config.json writes
+// `comm_overlap`): edit distance alone finds nothing that close.
+TEST(ConfigErrors, UnknownKeyWithItsWordsSwapped) {
+  EXPECT_HAS(error_of("zero_optimization: {stage: 2, comm_overlap: true}\n"),
+             "`zero_optimization.comm_overlap`", "did you mean `overlap_comm`?");
+  EXPECT_HAS(error_of("zero_optimization: {bucket_size_reduce: 5e8}\n"),
+             "did you mean `reduce_bucket_size`?");
+  EXPECT_HAS(error_of("zero_optimization: {overlap: true}\n"), "unknown key");
+}
+
 TEST(ConfigErrors, UnknownKeyThatLivesInAnotherBlock) {
   EXPECT_HAS(error_of("reduce_bucket_size: 5e8\n"), "t.yaml:1:1", "`reduce_bucket_size`",
              "did you mean `zero_optimization.reduce_bucket_size`?");
@@ -214,6 +224,32 @@ TEST(ConfigNotices, FlopsProfilerEnabledHasNoEffect) {
   EXPECT_HAS(error_of("flops_profiler: {enabled: true, profile_stp: 1}\n"),
              "`flops_profiler.profile_stp`", "did you mean `profile_step`?");
   EXPECT_HAS(error_of("flops_profiler: {module_depth: -2}\n"), "`flops_profiler.module_depth`");
+  // DeepSpeed takes any profile_step (Megatron-DeepSpeed's ds_zero2_config_bf16.json: -1, a step
+  // never reached, so it never profiles).
+  EXPECT_TRUE(has_notice(parse("flops_profiler: {enabled: true, profile_step: -1}\n"),
+                         "`flops_profiler` has no effect"));
+  EXPECT_HAS(error_of("flops_profiler: {profile_step: 1.5}\n"), "`flops_profiler.profile_step`");
+}
+
+// Keys DeepSpeed reads that only choose how a result is reached (or that its fp16 mode never
+// read): accepted with one notice each, the configuration otherwise unchanged.
+TEST(ConfigNotices, KeysWithoutEffectInZerotrain) {
+  // Apex AMP's opt_level written into fp16 (BELLE's run_config): DeepSpeed reads it only in `amp`.
+  Config c = parse("fp16: {enabled: true, min_loss_scale: 1, opt_level: O2}\n");
+  EXPECT_TRUE(c.fp16.enabled);
+  ASSERT_EQ(c.notices.size(), 1u);
+  EXPECT_TRUE(has_notice(c, "t.yaml:1:53: `fp16.opt_level` has no effect in zerotrain"));
+  EXPECT_TRUE(has_notice(c, "`amp` block"));
+  c.notices.clear();
+  EXPECT_EQ(c, parse("fp16: {enabled: true, min_loss_scale: 1}\n"));
+  // ZeRO-3's SDMA all-gather (DeepSpeed's examples/sdma_allgather).
+  Config z = parse(
+      "zero_optimization: {stage: 3, sdma_allgather: true, sdma_allgather_max_numel: 67108864}\n");
+  EXPECT_EQ(z.notices.size(), 2u);
+  EXPECT_TRUE(has_notice(z, "`zero_optimization.sdma_allgather` has no effect in zerotrain"));
+  EXPECT_TRUE(has_notice(z, "`zero_optimization.sdma_allgather_max_numel` has no effect"));
+  z.notices.clear();
+  EXPECT_EQ(z, parse("zero_optimization: {stage: 3}\n"));
 }
 
 TEST(ConfigErrors, ParamsBelongToTheOptimizerType) {
@@ -270,6 +306,10 @@ TEST(ConfigErrors, ChoicesSuggestTheClosest) {
 
 TEST(ConfigErrors, SyntaxAndStructure) {
   EXPECT_HAS(error_of("{\"a\": 1, \"b\": 2"), "t.yaml", "syntax error");
+  // A JSON object that lost a comma (DeepSpeedExamples' imagenet ds_config.json): the error
+  // points at the entry after the gap and says what is likely missing.
+  EXPECT_HAS(error_of("{\n  \"fp16\": {\"enabled\": false}\n  \"steps_per_print\": 5\n}\n"),
+             "t.yaml:3:3", "syntax error", "is a comma missing");
   EXPECT_HAS(error_of("- 1\n- 2\n"), "top level", "mapping");
   EXPECT_HAS(error_of("a: 1\n---\nb: 2\n"), "more than one document");
   EXPECT_HAS(error_of("x: !!str 5\n"), "tags");
@@ -438,6 +478,8 @@ TEST(ConfigScope, EnabledForeignBlocksAreRefusedByName) {
   EXPECT_HAS(error_of("tensor_parallel: {autotp_size: 2}\n"), "`tensor_parallel`", "outside");
   EXPECT_HAS(error_of("compile: {deepcompile: true}\n"), "`compile`", "outside");
   EXPECT_HAS(error_of("sequence_parallel_size: 4\n"), "`sequence_parallel_size`", "outside");
+  EXPECT_HAS(error_of("eigenvalue: {enabled: true, max_iter: 50}\n"), "`eigenvalue`", "outside");
+  EXPECT_TRUE(has_notice(parse("eigenvalue: {enabled: false, max_iter: 50}\n"), "`eigenvalue`"));
 }
 
 TEST(ConfigScope, DisabledForeignBlocksLoadWithOneNotice) {
@@ -601,6 +643,22 @@ TEST(ConfigAliases, DeprecatedDeepSpeedNames) {
                         "`bfloat16`", "`fp32_allreduce`"})
     EXPECT_TRUE(has_notice(c, k)) << k;
   EXPECT_TRUE(has_notice(c, "deprecated"));
+}
+
+// DeepSpeed first spelled bf16 "bfp16" in communication_data_type (get_communication_data_type
+// until its rename); Megatron-DeepSpeed's ds_zero2_config_bf16.json still writes it.
+TEST(ConfigAliases, CommunicationDataTypeFormerBf16Spelling) {
+  Config c = parse("communication_data_type: \"bfp16\"\n");
+  EXPECT_EQ(c.comm.communication_data_type, DTypeName::kBf16);
+  ASSERT_EQ(c.notices.size(), 1u);
+  EXPECT_TRUE(has_notice(c, "t.yaml:1:26: `communication_data_type: bfp16` is DeepSpeed's former"));
+  c.notices.clear();
+  EXPECT_EQ(c, parse("communication_data_type: bf16\n"));
+  EXPECT_EQ(parse("communication_data_type: FP16\n").comm.communication_data_type,
+            DTypeName::kFp16);
+  EXPECT_HAS(error_of("communication_data_type: bfp32\n"), "`communication_data_type`",
+             "is not one of");
+  EXPECT_HAS(error_of("data_types: {grad_accum_dtype: bfp16}\n"), "is not one of");
 }
 
 TEST(ConfigAliases, UnprefixedStage3NamesAndSynonyms) {
@@ -804,6 +862,14 @@ TEST(ConfigPublished, RealConfigsRefusedClearly) {
       {"llamafactory_ds_z3_fp8_config.json", {":18:", "`fp8` is not supported yet"}},
       {"llamafactory_ds_z3_alst_config.json",
        {":24:", "`sequence_parallel`", "outside zerotrain's scope"}},
+      {"dsexamples_megatron_zero_offload_10B.json",
+       {":8:5", "`zero_optimization.comm_overlap`", "did you mean `overlap_comm`?"}},
+      {"dsexamples_imagenet_ds_config.json", {":26:5", "syntax error", "is a comma missing"}},
+      {"dsexamples_moq_test.json", {":8:26", "`quantize_training`", "outside zerotrain's scope"}},
+      {"deepspeed_tests_eigenvalue_quantize.json",
+       {":22:17", "`eigenvalue`", "outside zerotrain's scope"}},
+      {"deepspeed_tests_ds_batch_config.json",
+       {":8:26", "`optimizer.params.max_grad_norm`", "use the top-level `gradient_clipping`"}},
   };
   for (const Refusal& r : refusals) {
     SCOPED_TRACE(r.file);
@@ -812,6 +878,7 @@ TEST(ConfigPublished, RealConfigsRefusedClearly) {
       ADD_FAILURE() << "loaded";
     } catch (const ConfigError& e) {
       for (const char* p : r.parts) EXPECT_HAS(e.what(), p);
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line";
     }
   }
 }
@@ -843,6 +910,72 @@ TEST(ConfigPublished, OtherProjectsConfigsReadAsWritten) {
   EXPECT_EQ(*bl.gradient_accumulation_steps, 8);  // 64 = 2 x 8 x 4
   // LLaVA: steps_per_print written as 1e5.
   EXPECT_EQ(load_config((dir / "llava_zero3_offload.json").string()).steps_per_print, 100000);
+}
+
+// The second batch: Megatron-DeepSpeed, DeepSpeed's own tests and examples, and the Chinese
+// fine-tuning repositories, each checked for what it is in the set for (SOURCES.md).
+TEST(ConfigPublished, MoreProjectsConfigsReadAsWritten) {
+  const fs::path dir = fs::path(ZT_SOURCE_DIR) / "configs" / "deepspeed";
+  auto load = [&](const char* name) { return load_config((dir / name).string()); };
+  // Megatron-DeepSpeed's ds_config.json: an `aio` block next to a cpu optimizer offload.
+  Config aio = load("megatron_deepspeed_ds_config_aio.json");
+  EXPECT_EQ(aio.aio.queue_depth, 16);
+  EXPECT_EQ(aio.aio.thread_count, 2);
+  EXPECT_EQ(aio.aio.block_size, 1048576);
+  EXPECT_EQ(aio.zero.stage, 3);
+  EXPECT_EQ(aio.zero.offload_optimizer.device, OffloadDevice::kCpu);
+  EXPECT_EQ(aio.zero.offload_optimizer.buffer_count, 4);
+  EXPECT_EQ(aio.zero.stage3_max_live_parameters, 3000000000);
+  EXPECT_TRUE(aio.zero_allow_untested_optimizer);
+  EXPECT_TRUE(aio.wall_clock_breakdown);
+  EXPECT_EQ(aio.fp16.initial_scale_power, 15);
+  // Megatron-DeepSpeed's ds_zero2_config_bf16.json: "bfp16", `bfloat16`, profile_step -1.
+  Config bf = load("megatron_deepspeed_ds_zero2_config_bf16.json");
+  EXPECT_EQ(bf.comm.communication_data_type, DTypeName::kBf16);
+  EXPECT_TRUE(bf.bf16.enabled);
+  EXPECT_TRUE(bf.activation_checkpointing.partition_activations);
+  EXPECT_TRUE(has_notice(bf, "`communication_data_type: bfp16`"));
+  EXPECT_TRUE(has_notice(bf, "`bf16` loss_scale: no effect"));
+  // BELLE: AdamW with torch_adam; its run_config writes Apex's opt_level into fp16.
+  Config be = load("belle_deepspeed_config.json");
+  EXPECT_EQ(be.optimizer.type, OptimizerType::kAdamW);
+  EXPECT_TRUE(be.optimizer.torch_adam);
+  EXPECT_EQ(be.scheduler.type, SchedulerType::kWarmupDecayLR);
+  Config br = load("belle_run_config_deepspeed_config.json");
+  EXPECT_TRUE(br.fp16.enabled);
+  EXPECT_TRUE(has_notice(br, "`fp16.opt_level` has no effect"));
+  EXPECT_TRUE(has_notice(br, "`overwrite` is not a key DeepSpeed or zerotrain reads"));
+  // Chinese-LLaMA-Alpaca: min_loss_scale 1e-10 (a float, as DeepSpeed's loss scaler takes it).
+  EXPECT_DOUBLE_EQ(load("chinese_llama_alpaca_ds_zero2_no_offload.json").fp16.min_loss_scale,
+                   1e-10);
+  // Open-Assistant: a linear warmup in WarmupDecayLR, sub_group_size 2e9.
+  Config oa = load("openassistant_zero_config_sft_65b.json");
+  EXPECT_EQ(oa.scheduler.warmup_type, WarmupType::kLinear);
+  EXPECT_EQ(oa.zero.sub_group_size, 2000000000);
+  EXPECT_EQ(oa.zero.offload_param.device, OffloadDevice::kCpu);
+  // Qwen: `offload_optimizer.device: none` with pin_memory: nothing offloaded, no notice.
+  Config qw = load("qwen_ds_config_zero2.json");
+  EXPECT_EQ(qw.zero.offload_optimizer.device, OffloadDevice::kNone);
+  EXPECT_TRUE(qw.notices.empty());
+  // ChatGLM-6B: CRLF line endings; only the micro-batch ("auto") given.
+  Config cg = load("chatglm6b_ptuning_deepspeed.json");
+  EXPECT_TRUE(cg.zero_allow_untested_optimizer);
+  EXPECT_FALSE(cg.zero.overlap_comm);
+  EXPECT_FALSE(cg.train_micro_batch_size_per_gpu.has_value());
+  // accelerate: stage3_gather_16bit_weights_on_model_save "auto" is DeepSpeed's default, false.
+  Config ac = load("accelerate_ds_config_zero3_model_only.json");
+  EXPECT_FALSE(ac.zero.stage3_gather_16bit_weights_on_model_save);
+  EXPECT_EQ(*ac.train_batch_size, 1);
+  // DeepSpeed's SDMA all-gather example, its torch.compile test (fp16 keys in bf16), and
+  // DeepSpeedExamples' GAN (a leading space, betas [0.5, 0.999]) and CIFAR Lamb configs.
+  EXPECT_TRUE(has_notice(load("deepspeed_sdma_allgather_zero3.json"),
+                         "`zero_optimization.sdma_allgather` has no effect"));
+  EXPECT_TRUE(has_notice(load("deepspeed_tests_torch_compile_z2.json"), "no effect"));
+  EXPECT_DOUBLE_EQ(load("dsexamples_gan_deepspeed_config.json").optimizer.beta1, 0.5);
+  Config lamb = load("dsexamples_cifar_lamb.json");
+  EXPECT_EQ(lamb.optimizer.type, OptimizerType::kLamb);
+  EXPECT_FALSE(lamb.optimizer.bias_correction);
+  EXPECT_DOUBLE_EQ(lamb.optimizer.max_coeff, 0.3);
 }
 
 // ---- dump ---------------------------------------------------------------------------------------
