@@ -12,7 +12,7 @@
 // How it is reached: cuDNN's backend (graph) C API, no cudnn-frontend. The graphs are the
 // "composite" SDPA pattern that cudnn-frontend 1.x emits and that cuDNN 9's fused-attention
 // engines recognise (matmul, pointwise and reduction operations with virtual intermediates;
-// core/cuda/attention.cpp spells them out). cuDNN 9.13+ also has dedicated
+// core/cuda/attention_graph.h spells them out). cuDNN 9.13+ also has dedicated
 // CUDNN_BACKEND_OPERATION_SDPA_FWD/BWD descriptors, but causal masking through them needs the
 // score-modifier subgraph of cuDNN 9.21+, so the composite pattern is the one that works on every
 // cuDNN 9. Each graph is built once per (device, B, H, T, head dim, dtype, direction) and its
@@ -26,8 +26,11 @@
 // the shape and the cuDNN version. Any T (not only multiples of 64). Backward is not bitwise
 // deterministic (cuDNN accumulates dQ with atomics).
 //
-// Implementations: attention.cpp (CUDA build; needs cuDNN >= 9.0 at run time), stub_attention.cpp
-// (CPU-only build: every function throws "built without CUDA"). No CUDA header here (public).
+// Implementations: attention.cpp + attention_graph.h (CUDA build; needs cuDNN >= 9.0 at run time;
+// the first call per shape compiles cuDNN's kernels, about a second), stub_attention.cpp (CPU-only
+// build: every function throws "built without CUDA"). No CUDA header here (public).
+// Status: never executed on a GPU; cuDNN 9.19's sm_90 engines accept and compile both graphs
+// offline (ctest SdpaGraph.Sm90EnginesOffline). tests/gpu/test_cuda_attention.cpp has the rest.
 #pragma once
 
 #include <array>
