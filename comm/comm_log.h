@@ -14,7 +14,9 @@
 //          under an optimal (ring) algorithm, and is independent of n.
 // Time is measured on the thread that runs the collective, from its start to its end (queueing
 // before it is not counted); for f16/bf16 reductions it includes the conversions to and from the
-// f32 staging buffer (comm/communicator.h), so it is the cost the caller actually pays.
+// f32 staging buffer (comm/communicator.h), so it is the cost the caller actually pays; for
+// device tensors on the mpi backend it includes the staging copies. On the nccl backend it is the
+// GPU time between two events around the NCCL calls on the comm stream.
 //
 // Thread safety: record() may run on a comm thread while the main thread reads; a mutex guards all.
 #pragma once

@@ -165,9 +165,15 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Communicator> dup() override;
 
  private:
+  // What an op runs on the comm thread: `run`, after `fence` (device tensors: the caller's stream
+  // at issue) has been reached; the wait for the fence is neither logged nor watched.
+  struct OpBody {
+    std::function<void()> run;
+    std::shared_ptr<detail::StreamFence> fence = nullptr;  // host tensors: none
+  };
   // Queues `body` under a name for errors and a log record (nccl-tests size `log_bytes`).
   std::shared_ptr<Work> submit(const char* op, DType dtype, int64_t count, int64_t log_bytes,
-                               std::function<void()> body);
+                               OpBody body);
   void check_tensor(const char* op, const Tensor& t) const;
   void check_reduce(const char* op, const Tensor& t, ReduceOp rop) const;
 
@@ -194,7 +200,7 @@ class MpiCommunicator final : public Communicator {
   // Host staging tensor `slot` (0: input side, 1: output side) of dtype dt, n elements, pinned.
   Tensor host_stage(int slot, DType dt, int64_t n);
   // The body of an op on `dev` tensors: waits for the caller's stream at issue time, then `fn`.
-  std::function<void()> on_device(int device, std::function<void()> fn);
+  static OpBody on_device(int device, std::function<void()> fn);
 
   // A host tensor whose whole pages inside it are page-locked; views start at its first whole
   // page. (Only whole pages of our own allocation are registered, so two staging buffers that
@@ -245,15 +251,16 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 std::shared_ptr<Work> MpiCommunicator::submit(const char* op, DType dtype, int64_t count,
-                                              int64_t log_bytes, std::function<void()> body) {
+                                              int64_t log_bytes, OpBody body) {
   const auto seq = static_cast<int64_t>(seq_++);
   std::string what = zt::detail::str_cat(op, " #", seq, " (", dtype_name(dtype), ", ", count,
                                          " elements) on rank ", rank_);
   auto task = [this, op, dtype, count, log_bytes, seq, body = std::move(body)] {
+    if (body.fence) body.fence->host_wait();  // the producer's kernels: not comm time
     auto t0 = std::chrono::steady_clock::now();
     {
       ProgressScope running(*progress_, op, seq, log_bytes, dtype_name(dtype), count);
-      body();
+      body.run();
     }
     auto t1 = std::chrono::steady_clock::now();
     double s = std::chrono::duration<double>(t1 - t0).count();
@@ -281,13 +288,9 @@ void MpiCommunicator::check_reduce(const char* op, const Tensor& t, ReduceOp rop
            ": avg of i32 is not defined (integer division); use sum and divide yourself");
 }
 
-std::function<void()> MpiCommunicator::on_device(int device, std::function<void()> fn) {
+MpiCommunicator::OpBody MpiCommunicator::on_device(int device, std::function<void()> fn) {
   // The fence is recorded now, on the caller's thread and current stream.
-  auto fence = std::make_shared<detail::StreamFence>(device);
-  return [fence, fn = std::move(fn)] {
-    fence->host_wait();
-    fn();
-  };
+  return {std::move(fn), std::make_shared<detail::StreamFence>(device)};
 }
 
 Tensor MpiCommunicator::host_stage(int slot, DType dt, int64_t n) {
@@ -328,7 +331,7 @@ float* MpiCommunicator::staging_f32(int64_t n) {
 std::shared_ptr<Work> MpiCommunicator::all_reduce(Tensor& buf, ReduceOp op) {
   check_tensor("all_reduce", buf);
   check_reduce("all_reduce", buf, op);
-  std::function<void()> body = [this, buf, op] { run_all_reduce(buf, op); };
+  OpBody body{[this, buf, op] { run_all_reduce(buf, op); }};
   if (buf.device().is_cuda())
     body = on_device(buf.device().index, [this, buf, op] { dev_all_reduce(buf, op); });
   return submit("all_reduce", buf.dtype(), buf.numel(), static_cast<int64_t>(buf.nbytes()),
@@ -367,7 +370,7 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter(const Tensor& in, Tensor& 
            "reduce_scatter: in must hold ", "world (", world_, ") x out's elements: in ", in.str(),
            ", out ", out.str());
   check_same_device("reduce_scatter", in, out);
-  std::function<void()> body = [this, in, out, op] { run_reduce_scatter(in, out, op); };
+  OpBody body{[this, in, out, op] { run_reduce_scatter(in, out, op); }};
   if (in.device().is_cuda())
     body = on_device(in.device().index, [this, in, out, op] { dev_reduce_scatter(in, out, op); });
   return submit("reduce_scatter", in.dtype(), in.numel(), static_cast<int64_t>(in.nbytes()),
@@ -449,7 +452,7 @@ std::shared_ptr<Work> MpiCommunicator::reduce_scatter_v(const Tensor& in, Tensor
   ZT_CHECK(total <= INT_MAX, "reduce_scatter_v: ", total, " elements exceed one MPI call");
   ZT_CHECK(!overlaps(in, out) || out.numel() == 0, "reduce_scatter_v: in and out overlap");
   check_same_device("reduce_scatter_v", in, out);
-  std::function<void()> body = [this, in, out, c32, op] { run_reduce_scatter_v(in, out, c32, op); };
+  OpBody body{[this, in, out, c32, op] { run_reduce_scatter_v(in, out, c32, op); }};
   if (in.device().is_cuda())
     body = on_device(in.device().index,
                      [this, in, out, c32, op] { dev_reduce_scatter_v(in, out, c32, op); });
@@ -486,7 +489,7 @@ std::shared_ptr<Work> MpiCommunicator::all_gather(const Tensor& in, Tensor& out)
   ZT_CHECK(out.numel() == static_cast<int64_t>(world_) * in.numel(), "all_gather: out must hold ",
            "world (", world_, ") x in's elements: in ", in.str(), ", out ", out.str());
   check_same_device("all_gather", in, out);
-  std::function<void()> body = [this, in, out] { run_all_gather(in, out); };
+  OpBody body{[this, in, out] { run_all_gather(in, out); }};
   if (in.device().is_cuda())
     body = on_device(in.device().index, [this, in, out] { dev_all_gather(in, out); });
   return submit("all_gather", in.dtype(), out.numel(), static_cast<int64_t>(out.nbytes()),
@@ -552,7 +555,7 @@ std::shared_ptr<Work> MpiCommunicator::all_gather_v(const Tensor& in, Tensor& ou
            counts[rank_], " elements (counts[", rank_, "])");
   ZT_CHECK(total <= INT_MAX, "all_gather_v: ", total, " elements exceed one MPI call");
   check_same_device("all_gather_v", in, out);
-  std::function<void()> body = [this, in, out, c32] { run_all_gather_v(in, out, c32); };
+  OpBody body{[this, in, out, c32] { run_all_gather_v(in, out, c32); }};
   if (in.device().is_cuda())
     body = on_device(in.device().index, [this, in, out, c32] { dev_all_gather_v(in, out, c32); });
   return submit("all_gather_v", in.dtype(), out.numel(), static_cast<int64_t>(out.nbytes()),
@@ -588,7 +591,7 @@ std::shared_ptr<Work> MpiCommunicator::broadcast(Tensor& buf, int root) {
   check_tensor("broadcast", buf);
   ZT_CHECK(root >= 0 && root < world_, "broadcast: root ", root, " is not a rank of this ", world_,
            "-rank communicator");
-  std::function<void()> body = [this, buf, root] { run_broadcast(buf, root); };
+  OpBody body{[this, buf, root] { run_broadcast(buf, root); }};
   if (buf.device().is_cuda())
     body = on_device(buf.device().index, [this, buf, root] { dev_broadcast(buf, root); });
   return submit("broadcast", buf.dtype(), buf.numel(), static_cast<int64_t>(buf.nbytes()),
@@ -617,7 +620,7 @@ std::shared_ptr<Work> MpiCommunicator::all_to_all(const Tensor& in, Tensor& out)
   ZT_CHECK(in.numel() <= INT_MAX, "all_to_all: ", in.numel(), " elements exceed one MPI call");
   ZT_CHECK(!overlaps(in, out), "all_to_all: in and out overlap");
   check_same_device("all_to_all", in, out);
-  std::function<void()> body = [this, in, out] { run_all_to_all(in, out); };
+  OpBody body{[this, in, out] { run_all_to_all(in, out); }};
   if (in.device().is_cuda())
     body = on_device(in.device().index, [this, in, out] { dev_all_to_all(in, out); });
   return submit("all_to_all", in.dtype(), in.numel(), static_cast<int64_t>(in.nbytes()),

@@ -114,7 +114,7 @@ TEST(Nccl, CommLogAndObserver) {
       found = true;
       EXPECT_EQ(e.calls, 2);
       EXPECT_EQ(e.count, 1001);
-      EXPECT_GT(e.total_seconds, 0.0);
+      EXPECT_GE(e.total_seconds, 0.0);  // one rank in place: NCCL may have nothing to do
     }
   EXPECT_TRUE(found) << c.log().table();
   EXPECT_EQ(c.log().total_calls(), 2) << c.log().table();
