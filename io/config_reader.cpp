@@ -122,7 +122,12 @@ bool to_bool(const Ctx& ctx, const Node& n, const std::string& path) {
     if (v == "true") return true;
     if (v == "false") return false;
   }
-  fail(ctx, n, path, "expected true or false, got " + describe(n));
+  const std::string v = lower(n.text);
+  const bool quoted_bool = n.quoted && (v == "true" || v == "false");
+  // Older DeepSpeed blocks took any non-empty string as true ("false" included): refuse rather
+  // than guess which reading the file was written for.
+  fail(ctx, n, path,
+       "expected true or false, got " + describe(n) + (quoted_bool ? " (remove the quotes)" : ""));
 }
 
 int64_t to_int(const Ctx& ctx, const Node& n, const std::string& path, IntRange range) {

@@ -10,6 +10,7 @@
 #include <yaml-cpp/parser.h>
 
 #include <sstream>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 
@@ -194,9 +195,43 @@ Node parse_any(const std::string& text, const std::string& file, const std::stri
   return builder.take_root();
 }
 
+// JSON has no comments, but configs copied from tutorials sometimes carry `//` or `/* */`
+// (DeepSpeed's json.load rejects them too). YAML would misread them as keys, with a confusing
+// message, so a text that opens with `{` is scanned first, outside its strings.
+void reject_json_comments(const std::string& text, const std::string& file) {
+  const size_t first = text.find_first_not_of(" \t\r\n\xEF\xBB\xBF");
+  if (first == std::string::npos || text[first] != '{') return;
+  int line = 1, column = 1;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i, ++column;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '/' && i + 1 < text.size() && (text[i + 1] == '/' || text[i + 1] == '*') &&
+               (i == 0 || std::string_view(" \t\r\n,{}[]").find(text[i - 1]) !=
+                              std::string_view::npos)) {  // not inside a plain YAML scalar
+      syntax_error(file, Mark{line, column}, "",
+                   "JSON does not allow comments (`" + text.substr(i, 2) +
+                       "`), and DeepSpeed's json.load rejects them too: remove the comment");
+    }
+    if (c == '\n') {
+      ++line, column = 1;
+    } else {
+      ++column;
+    }
+  }
+}
+
 }  // namespace
 
 Node parse_tree(const std::string& text, const std::string& file) {
+  reject_json_comments(text, file);
   Node root = parse_any(text, file, "");
   if (root.is_null()) root.kind = Node::Kind::kMap;  // empty file: all defaults
   if (!root.is_map())

@@ -275,6 +275,17 @@ TEST(ConfigErrors, WrongTypeNamesPathAndLineColumn) {
   EXPECT_HAS(error_of("model: {n_layer: {a: 1}}\n"), "`model.n_layer`", "got a mapping");
 }
 
+// "true" in quotes: current DeepSpeed's pydantic blocks read it as true, its older dict readers
+// took any non-empty string ("false" too) as true; zerotrain refuses and says what to change.
+TEST(ConfigErrors, QuotedBooleansAreStrings) {
+  EXPECT_HAS(error_of("{\"fp16\": {\"enabled\": \"true\"}}"), "`fp16.enabled`",
+             "got the string \"true\" (remove the quotes)");
+  EXPECT_HAS(error_of("fp16: {enabled: \"False\"}\n"), "(remove the quotes)");
+  const std::string yes = error_of("fp16: {enabled: \"yes\"}\n");
+  EXPECT_HAS(yes, "expected true or false");
+  EXPECT_EQ(yes.find("remove the quotes"), std::string::npos);
+}
+
 TEST(ConfigErrors, QuotedNumbersAreStrings) {
   EXPECT_HAS(error_of("{\"zero_optimization\": {\"reduce_bucket_size\": \"5e8\"}}"),
              "`zero_optimization.reduce_bucket_size`", "the string \"5e8\"", "remove the quotes");
@@ -310,6 +321,14 @@ TEST(ConfigErrors, SyntaxAndStructure) {
   // points at the entry after the gap and says what is likely missing.
   EXPECT_HAS(error_of("{\n  \"fp16\": {\"enabled\": false}\n  \"steps_per_print\": 5\n}\n"),
              "t.yaml:3:3", "syntax error", "is a comma missing");
+  // Comments copied into JSON from tutorials: one clear line at the comment, not a YAML puzzle.
+  EXPECT_HAS(error_of("{\n  // micro batch\n  \"train_micro_batch_size_per_gpu\": 4\n}\n"),
+             "t.yaml:2:3", "JSON does not allow comments (`//`)");
+  EXPECT_HAS(error_of("{\"steps_per_print\": 5, /* every 5 */ \"fp16\": {}}"), "t.yaml:1:24",
+             "(`/*`)");
+  EXPECT_EQ(parse("{\"data\": {\"path\": \"http://host//x /* y */\"}}").data.path,
+            "http://host//x /* y */");
+  EXPECT_EQ(parse("{data: {path: /corpus//a.txt}}").data.path, "/corpus//a.txt");  // YAML flow
   EXPECT_HAS(error_of("- 1\n- 2\n"), "top level", "mapping");
   EXPECT_HAS(error_of("a: 1\n---\nb: 2\n"), "more than one document");
   EXPECT_HAS(error_of("x: !!str 5\n"), "tags");
