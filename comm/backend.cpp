@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,10 +26,17 @@ std::string nccl_obstacle(const std::vector<RankDevice>& ranks) {
   std::vector<int> without;
   for (size_t r = 0; r < ranks.size(); ++r)
     if (ranks[r].gpu.empty()) without.push_back(static_cast<int>(r));
-  if (!without.empty())
-    return zt::detail::str_cat(rank_list(without), " (host ", ranks[without[0]].host,
-                               without.size() == 1 ? ") has" : ", ...) have",
+  if (!without.empty()) {
+    std::vector<std::string> hosts;  // in rank order, each once
+    for (int r : without)
+      if (std::find(hosts.begin(), hosts.end(), ranks[r].host) == hosts.end())
+        hosts.push_back(ranks[r].host);
+    std::string where = hosts.size() == 1 ? "host " : "hosts ";
+    for (size_t i = 0; i < hosts.size(); ++i) where += (i ? ", " : "") + hosts[i];
+    return zt::detail::str_cat(rank_list(without), " (", where, ")",
+                               without.size() == 1 ? " has" : " have",
                                " no GPU: NCCL needs one GPU per rank");
+  }
   // The first GPU (in rank order) that more than one rank would use.
   std::map<std::string, std::vector<int>> users;
   for (size_t r = 0; r < ranks.size(); ++r) users[ranks[r].gpu].push_back(static_cast<int>(r));

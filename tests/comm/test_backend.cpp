@@ -105,6 +105,12 @@ TEST(BackendChoice, NcclOnSharedGpuNamesRanksAndGpu) {
   EXPECT_NE(e3.find("ranks 0, 2 and 3 share GPU GPU-1 on host h"), std::string::npos) << e3;
 }
 
+TEST(BackendChoice, RanksWithoutGpuAreListedWithTheirHosts) {
+  std::vector<RankDevice> r = {{"a", ""}, {"a", "GPU-1"}, {"a", ""}, {"b", ""}};
+  const std::string e = config_error_of([&] { choose_backend(Backend::nccl, true, true, r); });
+  EXPECT_NE(e.find("ranks 0, 2 and 3 (hosts a, b) have no GPU"), std::string::npos) << e;
+}
+
 TEST(BackendChoice, NcclWithoutGpuOnSomeRank) {
   const std::string e =
       config_error_of([] { choose_backend(Backend::nccl, true, true, kOneWithout); });
