@@ -506,12 +506,17 @@ void resolve_batch_sizes(Config& cfg, int world_size) {
 
   if (tb && mb && ga) {
     const int64_t product = mul(mul(*mb, *ga), w);
+    // Published configs often fix all three for their own cluster (256 = 1 x 8 x 32 GPUs): say
+    // which world size they were written for.
+    const int64_t per_rank = mul(*mb, *ga);
+    const std::string written_for =
+        *tb % per_rank == 0 ? " (the three agree on " + s(*tb / per_rank) + " ranks)" : "";
     if (*tb != product)
-      throw ConfigError(keys + "train_batch_size (" + s(*tb) +
-                        ") must equal train_micro_batch_size_per_gpu (" + s(*mb) +
-                        ") x gradient_accumulation_steps (" + s(*ga) + ") x world size (" + s(w) +
-                        ") = " + s(product) + "; set train_batch_size to " + s(product) +
-                        ", or leave one of the three out (or \"auto\") to have it inferred");
+      throw ConfigError(
+          keys + "train_batch_size (" + s(*tb) + ") must equal train_micro_batch_size_per_gpu (" +
+          s(*mb) + ") x gradient_accumulation_steps (" + s(*ga) + ") x world size (" + s(w) +
+          ") = " + s(product) + written_for + "; set train_batch_size to " + s(product) +
+          ", or leave one of the three out (or \"auto\") to have it inferred");
   } else if (tb && mb) {
     const int64_t step = mul(*mb, w);
     if (*tb % step != 0)

@@ -584,7 +584,9 @@ TEST(ConfigBatch, DeepSpeedRuleTable) {
       {32, 4, 2, 4, 32, 4, 2, nullptr},
       {32, 4, 2, 2, 0, 0, 0,
        "train_batch_size (32) must equal train_micro_batch_size_per_gpu (4) x "
-       "gradient_accumulation_steps (2) x world size (2) = 16; set train_batch_size to 16"},
+       "gradient_accumulation_steps (2) x world size (2) = 16 (the three agree on 4 ranks); set "
+       "train_batch_size to 16"},
+      {30, 4, 2, 1, 0, 0, 0, "x world size (1) = 8; set train_batch_size to 8"},  // 30 / 8: none
       // train + micro: gas inferred
       {64, 4, none, 4, 64, 4, 4, nullptr},
       {10, 3, none, 1, 0, 0, 0, "set train_batch_size to 9 or 12"},
@@ -889,6 +891,10 @@ TEST(ConfigPublished, RealConfigsRefusedClearly) {
        {":22:17", "`eigenvalue`", "outside zerotrain's scope"}},
       {"deepspeed_tests_ds_batch_config.json",
        {":8:26", "`optimizer.params.max_grad_norm`", "use the top-level `gradient_clipping`"}},
+      {"dsexamples_zero3_nvme_offload_annotated.json",
+       {":2:3", "JSON does not allow comments (`//`)"}},
+      {"dsexamples_zenflow_zf_config.json",
+       {":10:18", "`zero_optimization.zenflow` is not supported yet"}},
   };
   for (const Refusal& r : refusals) {
     SCOPED_TRACE(r.file);
