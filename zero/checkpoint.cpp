@@ -47,13 +47,20 @@
 // with a tag given, or when no candidate verifies, the weights, master and optimizer state are
 // made NaN and the error says so: the engine never holds a corrupt tag's values. (Loading into a
 // staging copy first would keep the previous state instead, at twice the memory.)
+//
+// A GPU engine (zero/engine.h): everything below reads and writes host bytes. The optimizer's
+// state() comes down by itself (a device optimizer copies it down, and reads it back before its
+// next step); the weights and the fp32 master do not, so for the call host copies replace those
+// device buffers (Engine::HostSwap), and a load copies them back up at the end.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <optional>
+#include <utility>
 
 #include "comm/bootstrap.h"
 #include "comm/communicator.h"
@@ -68,6 +75,51 @@
 #include "zero/onebit.h"  // [1-bit] add_rank_state / load_rank_state
 
 namespace zt::zero {
+
+// Host copies of a GPU engine's weight buffers in place of the device ones for one save or load
+// (a no-op on the CPU). A save needs the weights as saved (params16 with mixed precision, else the
+// fp32 buffer) and the fp32 master; a load rewrites them all, and its result (NaN weights after a
+// failed load included) goes back to the device, with the host master of an optimizer stepping on
+// the host (fp32 training) refreshed from the loaded weights.
+struct Engine::HostSwap {
+  Engine& e;
+  bool load;
+  Tensor params, params16, master;  // the device buffers, put back at the end
+  static Tensor host_copy(const Tensor& t) {
+    Tensor h = Tensor::empty(t.shape(), t.dtype());
+    ops::copy(t, h);
+    return h;
+  }
+  HostSwap(Engine& engine, bool is_load) : e(engine), load(is_load) {
+    if (!e.on_device()) return;
+    e.sync_device();
+    if (load || !e.mixed()) params = std::exchange(e.params_, host_copy(e.params_));
+    if (e.mixed()) params16 = std::exchange(e.params16_, host_copy(e.params16_));
+    if (e.master_.defined() && e.master_.device().is_cuda())
+      master = std::exchange(e.master_, host_copy(e.master_));
+  }
+  ~HostSwap() {
+    try {
+      if (load && params.defined()) {
+        ops::copy(e.params_, params);
+        if (params16.defined()) ops::copy(e.params16_, params16);
+        if (master.defined()) ops::copy(e.master_, master);
+        if (!e.mixed() && e.master_.defined() && !master.defined()) {
+          const int64_t lo = e.s_.zero_stage == 0 ? 0 : e.part_.begin();
+          ops::copy(e.params_.flat_view(lo, {e.master_.numel()}), e.master_);
+        }
+      }
+    } catch (const std::exception& x) {  // a CUDA failure: the next device op reports it again
+      std::fprintf(stderr, "zerotrain: copying the loaded weights to %s failed: %s\n",
+                   e.s_.device.str().c_str(), x.what());
+    }
+    if (params.defined()) e.params_ = std::move(params);
+    if (params16.defined()) e.params16_ = std::move(params16);
+    if (master.defined()) e.master_ = std::move(master);
+  }
+  HostSwap(const HostSwap&) = delete;
+  HostSwap& operator=(const HostSwap&) = delete;
+};
 
 struct AsyncCheckpointState {
   std::unique_ptr<comm::Communicator> comm;  // the background's own (world > 1)
@@ -241,6 +293,7 @@ SaveResult Engine::save_checkpoint(const std::string& dir, const std::string& ta
 
   // This rank's range of every flat buffer, borrowed (no copy): the weights ("params", in the
   // model dtype), the fp32 master (mixed precision), the optimizer's state ("exp_avg", ...).
+  HostSwap host_weights(*this, false);  // a GPU engine: host copies of the weights
   const int64_t lo = std::min(part_.begin(), part_.numel), hi = std::min(part_.end(), part_.numel);
   const int64_t n = hi - lo;
   const int64_t opt_lo = s_.zero_stage == 0 ? 0 : part_.begin();  // start of the optimizer range
@@ -358,6 +411,7 @@ LoadResult Engine::load_checkpoint(const std::string& dir, const std::string& ta
   wait_checkpoint();  // a background persist of ours finishes (and is published) first
   for (auto& w : pending_) w->wait();
   pending_.clear();
+  HostSwap host_weights(*this, true);  // a GPU engine: loads into host copies, copied up at the end
   const int rank = part_.rank;
   comm::Communicator* c = ckpt_comm_.get();  // nullptr: one rank
   // The agreements run on ckpt_comm_ (a dup with a timeout): a load called on one rank only fails

@@ -4,6 +4,7 @@
 #include "comm/communicator.h"
 #include "core/error.h"
 #include "core/nn/gpt.h"
+#include "core/ops.h"
 #include "zero/engine.h"
 
 #include <cmath>
@@ -40,6 +41,15 @@ float value_at(const Tensor& t, int64_t i) {
 
 std::string value_str(float v) { return std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"; }
 
+// The scans read host bytes: a GPU engine's buffer is copied down first (a failing run's last
+// act, so the copy's cost does not matter).
+Tensor on_host(const Tensor& t) {
+  if (t.device().is_cpu()) return t;
+  Tensor h = Tensor::empty(t.shape(), t.dtype());
+  ops::copy(t, h);
+  return h;
+}
+
 }  // namespace
 
 std::string flat_element_name(nn::GPT& model, int64_t flat) {
@@ -52,8 +62,9 @@ std::string flat_element_name(nn::GPT& model, int64_t flat) {
   return detail::str_cat("padding[", flat - off, "]");
 }
 
-std::string first_nonfinite_element(nn::GPT& model, const Tensor& g, int64_t lo,
+std::string first_nonfinite_element(nn::GPT& model, const Tensor& grad, int64_t lo,
                                     comm::Communicator* comm) {
+  const Tensor g = on_host(grad);
   const int64_t i = first_nonfinite(g);
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
   // (flat index, value bits) of this rank's first; the lowest flat index over the ranks wins.
@@ -81,7 +92,7 @@ void check_loss(Engine& engine, double loss, int64_t step, int64_t micro_batch) 
   const EngineSettings& s = engine.settings();
   if (s.model_dtype == DType::f16 || s.skip_nonfinite) return;  // the step will be skipped
   // The weights this rank holds: all of them at stages 0-2, its partition at stage 3.
-  const Tensor& w = engine.model_params();
+  const Tensor w = on_host(engine.model_params());
   const int64_t lo = engine.partitioned_params() ? engine.partition().begin() : 0;
   const int64_t i = first_nonfinite(w);
   std::string cause =

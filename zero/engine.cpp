@@ -1,15 +1,18 @@
 // zero/engine.cpp: flat buffers and partitions, the accumulation window and the bucketed gradient
-// reduction during backward (stages 0-2). The step (overflow, norm, clipping, update, gather) is in
-// zero/engine_step.cpp.
+// reduction during backward (stages 0-2), and the device plumbing of a GPU engine (the end of the
+// file). The step (overflow, norm, clipping, update, gather) is in zero/engine_step.cpp.
 #include "zero/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "comm/communicator.h"
+#include "core/cuda/device.h"
+#include "core/cuda/stream.h"
 #include "core/ops.h"
 #include "precision/convert.h"
-#include <algorithm>
+#include "precision/overflow.h"
 
 namespace zt::zero {
 
@@ -20,6 +23,8 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   ZT_CHECK(s_.zero_stage >= 0 && s_.zero_stage <= 3, "Engine: ZeRO stage ", s_.zero_stage,
            " does not exist (stages are 0, 1, 2 and 3)");
   int world = comm_ ? comm_->world() : 1, rank = comm_ ? comm_->rank() : 0;
+  init_device();  // a GPU engine: its device is current from here on
+  const Device dev = s_.device;
 
   // One flat buffer for all parameters and one for all gradients, in the model's canonical order,
   // padded to equal partitions (zero/partition.h).
@@ -27,8 +32,8 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
   int64_t n = 0;
   for (nn::Parameter* p : ps) n += p->value.numel();
   part_ = Partition::make(n, world, rank);
-  params_ = Tensor::zeros({part_.padded});
-  grads_ = Tensor::zeros({part_.padded});
+  params_ = Tensor::zeros({part_.padded}, DType::f32, dev);
+  grads_ = Tensor::zeros({part_.padded}, DType::f32, dev);
   // Weight-decay runs over the whole flat buffer. Lamb needs one run per tensor (its trust ratio is
   // per tensor, identified across ranks by the tensor's index), and so do the 1-bit optimizers
   // (one compression scale per tensor, as DeepSpeed); Adam gets merged runs (fewer, longer loops
@@ -97,20 +102,22 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
     const bool reduce = comm_ && world > 1 && s_.zero_stage > 0;
     optimizer_->set_tensor_stats(index, [this, reduce](double* v, int64_t n) {
       if (!reduce) return;
-      Tensor t = Tensor::empty({n});
-      for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = static_cast<float>(v[i]);
+      std::vector<float> f(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) f[i] = static_cast<float>(v[i]);
+      Tensor t = control(std::move(f));
       comm_->all_reduce(t, comm::ReduceOp::sum)->wait();
-      for (int64_t i = 0; i < n; ++i) v[i] = t.data<float>()[i];
+      const std::vector<float> r = read_control(t);
+      for (int64_t i = 0; i < n; ++i) v[i] = r[i];
     });
   }
   if (mixed()) {
     ZT_CHECK(s_.model_dtype == DType::f16 || s_.model_dtype == DType::bf16,
              "Engine: model dtype must be f32, f16 or bf16, got ", dtype_name(s_.model_dtype));
     // The model's weights are the 16-bit ones; compute copy and fp32 master start from them.
-    params16_ = Tensor::empty({part_.padded}, s_.model_dtype);
-    precision::copy_master_to_model(params_, params16_);
-    precision::widen_to_f32(params16_, params_);
-    if (!offload_) master_ = params_.flat_view(lo, {hi - lo}).clone();
+    params16_ = Tensor::empty({part_.padded}, s_.model_dtype, dev);
+    round_into(params_, params16_);
+    widen_into(params16_, params_);
+    if (!offload_ && !host_optimizer()) master_ = params_.flat_view(lo, {hi - lo}).clone();
     if (s_.model_dtype == DType::f16) scaler_ = precision::LossScaler(s_.loss_scaler);
   }
   if (grads16()) {
@@ -118,13 +125,21 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
              dtype_name(s_.grad_dtype), " need ", dtype_name(s_.grad_dtype), " model weights");
     ZT_CHECK(s_.zero_stage < 2 || s_.reduce_scatter, "Engine: 16-bit gradients at stage 2 need ",
              "reduce_scatter: true");
-    if (s_.zero_stage < 2) grads16_ = Tensor::zeros({part_.padded}, s_.grad_dtype);
-    grad_scratch_ = Tensor::zeros({hi - lo});
+    if (s_.zero_stage < 2) grads16_ = Tensor::zeros({part_.padded}, s_.grad_dtype, dev);
+    grad_scratch_ = Tensor::zeros({hi - lo}, DType::f32, dev);
+  }
+  if (host_optimizer()) {
+    // The optimizer steps a host fp32 master of the range (the weights' own values in fp32
+    // training, already rounded to the model dtype in mixed precision) from a host copy of the
+    // gradient range (file comment of engine.h).
+    master_ = Tensor::empty({hi - lo});
+    ops::copy(params_.flat_view(lo, {hi - lo}), master_);
+    host_grads_ = Tensor::empty({hi - lo});
   }
   // The offloaded master weights start from the (16-bit rounded, when mixed) weights of the range.
   if (offload_) offload_->write_state("master", 0, hi - lo, params_.data<float>() + lo);
   if (s_.zero_stage == 2 && (world > 1 || grads16()))
-    part_grads_ = Tensor::zeros({part_.size}, s_.grad_dtype);
+    part_grads_ = Tensor::zeros({part_.size}, s_.grad_dtype, dev);
 
   // Buckets follow the units' flat ranges (units are contiguous in canonical order).
   std::vector<std::pair<int64_t, int64_t>> ranges;
@@ -233,7 +248,9 @@ Timings Engine::take_timings() {
 float Engine::forward(const Tensor& ids, const Tensor& targets) {
   auto t0 = std::chrono::steady_clock::now();
   if (coord_) coord_->begin_forward();
-  float loss = model_.forward(ids, targets, coord_ ? this : nullptr);
+  // (On a GPU the loss comes back with the forward: cross_entropy_forward synchronises.)
+  float loss = model_.forward(to_device(ids, ids_dev_), to_device(targets, tgt_dev_),
+                              coord_ ? this : nullptr);
   timings_.forward += ms_since(t0);
   if (trace_) trace_->span(io::TraceTrack::kCompute, "forward", t0, std::chrono::steady_clock::now());
   return loss;
@@ -241,7 +258,8 @@ float Engine::forward(const Tensor& ids, const Tensor& targets) {
 
 float Engine::evaluate(const Tensor& ids, const Tensor& targets) {
   if (coord_) coord_->begin_forward();
-  return model_.forward(ids, targets, coord_ ? this : nullptr);
+  return model_.forward(to_device(ids, ids_dev_), to_device(targets, tgt_dev_),
+                        coord_ ? this : nullptr);
 }
 
 void Engine::backward() {
@@ -259,6 +277,9 @@ void Engine::backward() {
       static_cast<float>(scaler_.scale() / static_cast<double>(s_.gradient_accumulation_steps));
   model_.backward(dloss, launch_in_hooks_ || trace_ || coord_ ? this : nullptr);
   if (coord_) coord_->end_backward();
+  // A GPU runs behind the host: wait here, so that the breakdown's backward is the device's time
+  // (the buckets launched next would wait for it anyway).
+  sync_device();
   if (reduce) {
     // Without overlap, every bucket goes after backward; with it, the hooks launched them.
     for (int64_t i = launched_; i < static_cast<int64_t>(buckets_.buckets.size()); ++i)
@@ -309,7 +330,7 @@ void Engine::launch_bucket(const Bucket& b) {
     // communicator sums them in f32 and rounds once more).
     if (s_.zero_stage < 2) {
       Tensor g16 = grads16_.flat_view(b.lo, {len});
-      precision::copy_master_to_model(g, g16);
+      round_into(g, g16);
       pending_.push_back(comm_->all_reduce(g16, comm::ReduceOp::avg));
       return;
     }
@@ -317,13 +338,14 @@ void Engine::launch_bucket(const Bucket& b) {
     if (staging_.empty()) {
       int64_t cap = 0;
       for (const Bucket& x : buckets_.buckets) cap = std::max(cap, x.hi - x.lo);
-      for (int i = 0; i < 2; ++i) staging_.push_back(Tensor::empty({cap}, s_.grad_dtype));
+      for (int i = 0; i < 2; ++i)
+        staging_.push_back(Tensor::empty({cap}, s_.grad_dtype, s_.device));
       staging_work_.resize(2);
     }
     size_t slot = next_slot_++ % staging_.size();
     if (staging_work_[slot]) staging_work_[slot]->wait();
     Tensor g16 = staging_[slot].flat_view(0, {len});
-    precision::copy_master_to_model(g, g16);
+    round_into(g, g16);
     g = g16;
   }
   if (s_.zero_stage < 2 || !s_.reduce_scatter) {
@@ -343,5 +365,76 @@ void Engine::launch_bucket(const Bucket& b) {
   if (grads16()) staging_work_[(next_slot_ - 1) % staging_.size()] = pending_.back();
 }
 
+// ---- the device ---------------------------------------------------------------------------------
+// A GPU engine differs from the CPU one only in where its buffers live and in these helpers; on the
+// CPU each one is the code the engine ran before it had a device (same calls, same bits).
+// Collectives need no synchronisation here: both backends order an op after the work already
+// enqueued on the caller's current stream (an event recorded at issue; comm/communicator.h), so a
+// bucket launched from the backward hooks overlaps the rest of the backward on the GPU too.
+
+void Engine::init_device() {
+  if (!on_device()) return;
+  const std::string dev = s_.device.str();
+  ZT_CHECK(s_.zero_stage <= 2, "Engine on ", dev, ": ZeRO stage 3 is not yet on CUDA (stages 0, ",
+           "1 and 2 are); use device: cpu for stage 3");
+  ZT_CHECK(!s_.offload_optimizer, "Engine on ", dev, ": offload_optimizer is not yet on CUDA; ",
+           "use device: cpu to offload");
+  ZT_CHECK(s_.offload_param_nvme_path.empty(), "Engine on ", dev, ": offload_param is not yet ",
+           "on CUDA; use device: cpu");
+  const int n = cuda::device_count();
+  ZT_CHECK(s_.device.index >= 0 && s_.device.index < n, "Engine on ", dev, ": ",
+           n == 0 ? cuda::device_summary() : detail::str_cat(n, " GPU(s) visible"));
+  // Kernels run on the calling thread's current device: make ours current for the engine's life
+  // (the trainer has set it once for the process already; core/cuda has no set_device of its own).
+  device_scope_ = std::make_shared<cuda::StreamGuard>(
+      cuda::Stream::wrap(cuda::current_stream(), s_.device.index));
+  grad_check_ = std::make_unique<precision::GradChecker>(s_.device);
+}
+
+const Tensor& Engine::to_device(const Tensor& t, Tensor& buffer) {
+  if (!on_device() || t.device() == s_.device) return t;
+  if (!buffer.defined() || buffer.shape() != t.shape() || buffer.dtype() != t.dtype())
+    buffer = Tensor::empty(t.shape(), t.dtype(), s_.device);
+  ops::copy(t, buffer);
+  return buffer;
+}
+
+void Engine::round_into(const Tensor& f32, Tensor& dst) const {
+  // ops::copy is the cast op of both backends; on the host the engine keeps the vectorized
+  // conversions of precision/ (identical bits: both round to nearest even as core/dtype.h).
+  if (f32.device().is_cuda() || dst.device().is_cuda()) return ops::copy(f32, dst);
+  precision::copy_master_to_model(f32, dst);
+}
+
+void Engine::widen_into(const Tensor& src, Tensor& f32) const {
+  if (src.device().is_cuda() || f32.device().is_cuda()) return ops::copy(src, f32);
+  precision::widen_to_f32(src, f32);
+}
+
+bool Engine::nonfinite(const Tensor& g) const {
+  if (g.device().is_cuda()) return !ops::all_finite(g);
+  return precision::has_inf_or_nan(g);
+}
+
+void Engine::sync_device() const {
+  if (on_device()) cuda::Stream::wrap(cuda::current_stream(), s_.device.index).synchronize();
+}
+
+Tensor Engine::control(std::vector<float> v) const {
+  const int64_t n = static_cast<int64_t>(v.size());
+  Tensor t = Tensor::from_vector(v, {n});
+  // nccl reduces device memory only; the mpi backend takes these from the host as always.
+  if (!on_device() || !comm_ || comm_->backend() != "nccl") return t;
+  Tensor d = Tensor::empty({n}, DType::f32, s_.device);
+  ops::copy(t, d);
+  return d;
+}
+
+std::vector<float> Engine::read_control(const Tensor& t) const {
+  if (t.device().is_cpu()) return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+  Tensor h = Tensor::empty(t.shape());
+  ops::copy(t, h);
+  return h.to_vector();
+}
 
 }  // namespace zt::zero

@@ -32,6 +32,17 @@
 // (data_types.grad_accum_dtype fp32, the default; bf16 accumulation under ZeRO is a known cause of
 // divergence). With fp16 the loss is scaled (precision/loss_scaler.h): an overflow found on any
 // rank skips the step on every rank and lowers the scale.
+//
+// On a GPU (EngineSettings::device cuda, stages 0-2; the end of zero/engine.cpp): the flat
+// buffers, params16, the compute copy, the fp32 master and so the model's parameters live on the
+// device; each micro-batch's ids and targets are copied there; casts run as device ops
+// (core/ops.h); the overflow flag and the sum of squares come from one fused pass with one host
+// read per step (precision::GradChecker); Adam/AdamW is one fused kernel with its state on the GPU
+// that also unscales/clips the gradient and writes params16 (Optimizer::step_tensors). Optimizers
+// without a device kernel (Lamb, the 1-bit family) step on the host instead: the own gradient
+// range is copied down, a host fp32 master of the range is updated, and the result is copied
+// (rounded, when mixed) back up. The checkpoint code reads host bytes: a save or load runs on host
+// copies of the device buffers, swapped in for the call (zero/checkpoint.cpp).
 #pragma once
 
 #include <atomic>
@@ -48,6 +59,7 @@
 #include "optim/lr_scheduler.h"
 #include "optim/optimizer.h"
 #include "precision/loss_scaler.h"
+#include "precision/overflow.h"
 #include "zero/buckets.h"
 #include "zero/offload.h"
 #include "zero/param_swap.h"
@@ -65,6 +77,9 @@ struct AsyncCheckpointState;  // zero/checkpoint.cpp
 
 // What the engine needs, already resolved from the config (zero/settings.cpp does that).
 struct EngineSettings {
+  // Where the weights, gradients and activations live: cpu, or cuda:i (stages 0-2; the trainer
+  // picks i from the local rank, zero/settings.h resolve_device).
+  Device device = Device::cpu();
   int64_t micro_batch = 8;
   int64_t gradient_accumulation_steps = 1;
   double gradient_clipping = 0.0;  // 0 = off; else clip the global norm to this value
@@ -216,6 +231,8 @@ class Engine : private nn::BlockHooks {
   int64_t skipped_steps() const { return scaler_.skipped_steps(); }
   int64_t lr_iteration() const { return lr_iteration_; }  // updates applied (skips excluded)
   bool mixed() const { return s_.model_dtype != DType::f32; }
+  const Device& device() const { return s_.device; }
+  bool on_device() const { return s_.device.is_cuda(); }
   bool grads16() const { return s_.grad_dtype != DType::f32; }
   // The model's weights in the model dtype: the whole padded flat buffer at stages 0-2, this
   // rank's partition only at stage 3 (element i is flat element partition().begin() + i).
@@ -236,9 +253,12 @@ class Engine : private nn::BlockHooks {
   // master, m, v). Stage 1 divides the optimizer term by N, stage 2 also the gradient term.
   struct MemoryBytes {
     int64_t params = 0, grads = 0, optimizer = 0;
-    // Not model state: the f32 compute copy of 16-bit weights on the CPU; at stage 3 the peak of
-    // the coordinator's pool (gathered units and unit gradients in flight).
+    // Not model state: the f32 compute copy of 16-bit weights; at stage 3 the peak of the
+    // coordinator's pool (gathered units and unit gradients in flight).
     int64_t workspace = 0;
+    // On a GPU, what the engine keeps in host memory for the host-side optimizer step: the fp32
+    // master of the range (fp32 training: a copy of the weights) and the gradient staging buffer.
+    int64_t host_staging = 0;
     int64_t nvme = 0;  // offload_optimizer device nvme: the swap file (optimizer: its buffers)
     int64_t total() const { return params + grads + optimizer; }
   };
@@ -259,6 +279,23 @@ class Engine : private nn::BlockHooks {
   void gather_parameters();
 
   Tensor own_grads();  // the reduced gradient of this rank's partition
+  // ---- device plumbing (zero/engine_device.cpp): no-ops or plain CPU code on the CPU
+  void init_device();                         // binds the GPU; checks what runs there
+  const Tensor& to_device(const Tensor& t, Tensor& buffer);  // a batch tensor on the device
+  void round_into(const Tensor& f32, Tensor& dst) const;     // f32 -> model dtype (or f32 copy)
+  void widen_into(const Tensor& src, Tensor& f32) const;     // model dtype -> f32
+  bool nonfinite(const Tensor& g) const;                     // any inf/NaN
+  void sync_device() const;  // the device's queued work done (before the host or a comm reads)
+  Tensor control(std::vector<float> v) const;  // a tiny tensor for control reductions
+  std::vector<float> read_control(const Tensor& t) const;
+  // On a GPU: Adam/AdamW step there (step_tensors); any other optimizer on the host (file comment).
+  bool device_optimizer() const {
+    return on_device() && s_.optimizer_kind == optim::OptimizerKind::adam;
+  }
+  bool host_optimizer() const { return on_device() && !device_optimizer(); }
+  // Checkpoints on a GPU: host copies of the weights replace the device buffers for the call.
+  struct HostSwap;
+  friend struct HostSwap;
   bool any_rank(bool flag);  // true when `flag` is true on some rank (one small all-reduce)
   double global_sum(double v);  // sum over ranks at stage >= 1 (partitions), local at stage 0
 
@@ -272,7 +309,11 @@ class Engine : private nn::BlockHooks {
   Tensor part_params_;      // stage 3: this rank's partition of the weights, in model_dtype
   std::unique_ptr<ParamSwap> pswap_;          // stage 3, offload_param nvme
   std::unique_ptr<ParamCoordinator> coord_;  // stage 3
-  Tensor master_;           // mixed precision: fp32 master weights of the optimizer's range
+  Tensor master_;           // mixed precision (and on a GPU): fp32 master of the optimizer's range
+  Tensor host_grads_;       // on a GPU: host copy of the own gradient range for the optimizer
+  Tensor ids_dev_, tgt_dev_;  // on a GPU: the micro-batch's ids and targets
+  std::shared_ptr<void> device_scope_;  // on a GPU: keeps the engine's device current
+  std::unique_ptr<precision::GradChecker> grad_check_;  // on a GPU: overflow + norm, one read
   Tensor part_grads_;       // stage 2: this rank's reduced gradient partition (grad_dtype)
   Tensor grads16_;          // 16-bit grad_dtype, stages 0/1: the reduced gradients (padded)
   Tensor grad_scratch_;     // 16-bit grad_dtype: f32 copy of the own range for the optimizer

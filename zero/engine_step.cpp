@@ -24,9 +24,11 @@ Tensor Engine::own_grads() {
     const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin(), n = grad_scratch_.numel();
     Tensor g16 = s_.zero_stage < 2 ? grads16_.flat_view(lo, {n}) : part_grads_;
     // (Stage 3 has accumulated into the 16-bit partition already: zero/stage3.cpp.)
-    if (s_.zero_stage < 3 && (!comm_ || part_.world == 1))
-      precision::copy_master_to_model(grads_.flat_view(lo, {n}), g16);
-    precision::widen_to_f32(g16, grad_scratch_);
+    if (s_.zero_stage < 3 && (!comm_ || part_.world == 1)) {
+      Tensor own = grads_.flat_view(lo, {n});
+      round_into(own, g16);
+    }
+    widen_into(g16, grad_scratch_);
     return grad_scratch_;
   }
   if (s_.zero_stage == 3) return part_grads_;  // reduced unit by unit (zero/stage3.cpp)
@@ -40,17 +42,17 @@ Tensor Engine::own_grads() {
 
 bool Engine::any_rank(bool flag) {
   if (!comm_ || part_.world == 1) return flag;
-  Tensor t = Tensor::from_vector({flag ? 1.f : 0.f}, {1});
+  Tensor t = control({flag ? 1.f : 0.f});
   comm_->all_reduce(t, comm::ReduceOp::max)->wait();
-  return t.data<float>()[0] > 0.f;
+  return read_control(t)[0] > 0.f;
 }
 
 double Engine::global_sum(double v) {
   // Stage 0 holds the whole reduced gradient on every rank: nothing to add.
   if (s_.zero_stage == 0 || !comm_ || part_.world == 1) return v;
-  Tensor t = Tensor::from_vector({static_cast<float>(v)}, {1});
+  Tensor t = control({static_cast<float>(v)});
   comm_->all_reduce(t, comm::ReduceOp::sum)->wait();
-  return t.data<float>()[0];
+  return read_control(t)[0];
 }
 
 bool Engine::step() {
@@ -68,14 +70,24 @@ bool Engine::step() {
   ++global_step_;
 
   // Overflow: inf/NaN anywhere in any rank's partition. Every rank must agree, or some would step
-  // and all-gather while others skip (one small all-reduce of a flag).
-  bool overflow = any_rank(precision::has_inf_or_nan(g));
+  // and all-gather while others skip (one small all-reduce of a flag). On a GPU the flag and the
+  // sum of squares for the norm below come from one fused pass and one host read.
+  std::optional<precision::GradCheck> check;
+  if (grad_check_) {
+    grad_check_->add(g);
+    check = grad_check_->read();
+  }
+  bool overflow = any_rank(check ? check->overflow : nonfinite(g));
   last_skipped_ = false;
   if (overflow && !scaler_.dynamic() && scaler_.scale() == 1.0 && !s_.skip_nonfinite &&
       s_.model_dtype != DType::f16) {
     // [faults] zero/diagnose.h: name the first non-finite gradient (collective: all ranks are here)
-    const std::string first = first_nonfinite_element(
-        model_, g, s_.zero_stage == 0 ? 0 : part_.begin(), part_.world > 1 ? comm_ : nullptr);
+    // (The scan gathers host tensors: over the checkpoint communicator, an mpi dup, when the
+    // training one is nccl, which reduces device memory only.)
+    comm::Communicator* over = part_.world == 1 ? nullptr
+                               : comm_->backend() == "nccl" ? ckpt_comm_.get() : comm_;
+    const std::string first =
+        first_nonfinite_element(model_, g, s_.zero_stage == 0 ? 0 : part_.begin(), over);
     throw Error(detail::str_cat("step ", global_step_, ": the gradient holds inf or NaN (",
                                 dtype_name(s_.model_dtype), " training has no loss scale): ",
                                 "first non-finite gradient ", first,
@@ -97,10 +109,12 @@ bool Engine::step() {
   // Global gradient norm of the (still scaled) gradients from the partitions, then unscale and
   // clip in one multiply (torch's clip_grad_norm_: max_norm / (norm + 1e-6) when below 1).
   const double scale = mixed() ? scaler_.scale() : 1.0;
-  double scaled_norm = std::sqrt(global_sum(ops::sum_squares(g)));
+  double scaled_norm = std::sqrt(global_sum(check ? check->sum_squares : ops::sum_squares(g)));
   precision::UnscaleClip uc = precision::unscale_and_clip(scaled_norm, scale, s_.gradient_clipping);
   last_grad_norm_ = uc.grad_norm;
-  if (uc.multiplier != 1.0) ops::scale(g, static_cast<float>(uc.multiplier));
+  // (A device optimizer folds the multiply into its update pass: StepExtras::grad_scale.)
+  if (uc.multiplier != 1.0 && !device_optimizer())
+    ops::scale(g, static_cast<float>(uc.multiplier));
 
   last_lr_ = s_.scheduler->lr_at(lr_iteration_);
   if (std::optional<double> mom = s_.scheduler->momentum_at(lr_iteration_))  // OneCycle
@@ -112,9 +126,9 @@ bool Engine::step() {
   // offload_param nvme with fp32 weights and the optimizer in memory: the partition is read in for
   // the update and written back after it.
   Tensor wpart = pswap_ && !mixed() && !offload_ ? model_params() : part_params_;
-  float* w = mixed()  ? (offload_ ? nullptr : master_.data<float>())
-             : coord_ ? (wpart.defined() ? wpart.data<float>() : nullptr)
-                      : params_.data<float>() + lo;
+  float* w = mixed() || host_optimizer() ? (offload_ ? nullptr : master_.data<float>())
+             : coord_                    ? (wpart.defined() ? wpart.data<float>() : nullptr)
+                                         : params_.data<float>() + lo;
   if (offload_) {
     // The offloaded step hands each updated sub-group of the fp32 master over as it finishes; it
     // is copied (rounded, when mixed) into the model's weights while the drive swaps the next.
@@ -133,17 +147,35 @@ bool Engine::step() {
                                                                  off * dtype_size(dst.dtype()),
                                                           dst.dtype(), cnt);
                    });
+  } else if (device_optimizer()) {
+    // One fused pass on the GPU: unscale/clip, Adam/AdamW on the fp32 weights of the range (the
+    // master with mixed precision), and the rounded 16-bit weights.
+    optim::StepExtras ex;
+    ex.grad_scale = static_cast<float>(uc.multiplier);
+    Tensor w32 = mixed() ? master_ : params_.flat_view(lo, {g.numel()});
+    Tensor w16 = mixed() ? params16_.flat_view(lo, {g.numel()}) : Tensor();
+    if (mixed()) ex.params16 = &w16;
+    optimizer_->step_tensors(w32, g, segments_, static_cast<float>(last_lr_), ex);
+  } else if (host_optimizer()) {
+    // A GPU engine whose optimizer has no device kernel (Lamb, 1-bit): the gradient range comes
+    // down, the host master is updated, and the weights go back up below.
+    ops::copy(g, host_grads_);
+    optimizer_->step(w, host_grads_.data<float>(), g.numel(), segments_,
+                     static_cast<float>(last_lr_));
   } else {
     optimizer_->step(w, g.data<float>(), g.numel(), segments_, static_cast<float>(last_lr_));
   }
   ++lr_iteration_;
   zero_grads();
-  if (mixed() && !offload_) {  // round the updated master range into the 16-bit model weights
+  if (mixed() && !offload_ && !device_optimizer()) {  // round the master into the 16-bit weights
     Tensor dst = pswap_   ? Tensor::empty({part_.size}, s_.model_dtype)
                  : coord_ ? part_params_
                           : params16_.flat_view(lo, {master_.numel()});
-    precision::copy_master_to_model(master_, dst);
+    round_into(master_, dst);
     if (pswap_) pswap_->write(0, part_.size, dst.raw());
+  } else if (host_optimizer()) {  // fp32 on a GPU: the updated range goes back up as it is
+    Tensor dst = params_.flat_view(lo, {master_.numel()});
+    ops::copy(master_, dst);
   }
   if (pswap_ && !mixed() && !offload_) pswap_->write(0, part_.size, wpart.raw());
   auto t_gather = std::chrono::steady_clock::now();
@@ -152,7 +184,8 @@ bool Engine::step() {
   // gathered copy is now stale.
   if (coord_) coord_->invalidate();
   else if (s_.zero_stage > 0 && comm_ && part_.world > 1) gather_parameters();
-  if (mixed() && !coord_) precision::widen_to_f32(params16_, params_);  // the compute copy
+  if (mixed() && !coord_) widen_into(params16_, params_);  // the compute copy
+  sync_device();  // the step's time on a GPU is its device time too
   auto t_end = std::chrono::steady_clock::now();
   timings_.allgather += std::chrono::duration<double, std::milli>(t_end - t_gather).count();
   if (trace_) trace_->span(io::TraceTrack::kCompute, "step", t_step, t_end);
@@ -181,7 +214,8 @@ void Engine::gather_parameters() {
   }
   // allgather_bucket_size smaller than a partition: gather the same sub-range [a, b) of every
   // partition at a time through a staging buffer of world x chunk elements.
-  if (!gather_staging_.defined()) gather_staging_ = Tensor::empty({part_.world * chunk}, P.dtype());
+  if (!gather_staging_.defined())
+    gather_staging_ = Tensor::empty({part_.world * chunk}, P.dtype(), s_.device);
   const size_t es = dtype_size(P.dtype());
   char* base = static_cast<char*>(P.raw());
   for (int64_t a = 0; a < size; a += chunk) {
@@ -189,6 +223,13 @@ void Engine::gather_parameters() {
     Tensor in = P.flat_view(part_.begin() + a, {len});
     Tensor out = gather_staging_.flat_view(0, {part_.world * len});
     comm_->all_gather(in, out)->wait();
+    if (on_device()) {  // device to device, one copy per partition's piece
+      for (int r = 0; r < part_.world; ++r) {
+        Tensor dst = P.flat_view(r * size + a, {len});
+        ops::copy(out.flat_view(r * len, {len}), dst);
+      }
+      continue;
+    }
     const char* src = static_cast<const char*>(out.raw());
     for (int r = 0; r < part_.world; ++r)
       std::memcpy(base + (r * size + a) * es, src + r * len * es, static_cast<size_t>(len) * es);
@@ -201,7 +242,10 @@ void Engine::add_optimizer_bytes(MemoryBytes& m) const {
     m.nvme += offload_->memory().file_bytes;
     return;
   }
-  if (master_.defined()) m.optimizer += static_cast<int64_t>(master_.nbytes());
+  // (fp32 on a GPU: the host master is a staging copy of the weights, not optimizer state.)
+  if (master_.defined())
+    (mixed() ? m.optimizer : m.host_staging) += static_cast<int64_t>(master_.nbytes());
+  if (host_grads_.defined()) m.host_staging += static_cast<int64_t>(host_grads_.nbytes());
   for (auto& [name, buf] : const_cast<optim::Optimizer&>(*optimizer_).state())
     m.optimizer += static_cast<int64_t>(buf->size() * sizeof(float));
 }

@@ -3,6 +3,7 @@
 
 #include "zero/onebit.h"
 
+#include "core/cuda/device.h"
 #include "core/error.h"
 
 namespace zt::zero {
@@ -11,6 +12,22 @@ namespace {
   throw ConfigError("config key `" + key + "`: " + what + " is not supported yet");
 }
 }  // namespace
+
+// What device: auto / cuda cannot run yet (nullptr: nothing), named by its config key.
+const char* not_on_cuda(const io::Config& c) {
+  if (c.zero.stage == 3) return "zero_optimization.stage 3";
+  if (c.zero.offload_optimizer.enabled()) return "zero_optimization.offload_optimizer";
+  if (c.zero.offload_param.enabled()) return "zero_optimization.offload_param";
+  return nullptr;
+}
+
+Device resolve_device(const io::Config& c, int local_rank) {
+  const int n = cuda::device_count();
+  if (c.device == io::Device::kCpu || n == 0 || (c.device == io::Device::kAuto && not_on_cuda(c)))
+    return Device::cpu();  // (device: cuda without a GPU was refused by check_supported)
+  // CUDA_VISIBLE_DEVICES is the runtime's: n counts the visible GPUs, numbered from 0.
+  return Device::cuda(local_rank % n);
+}
 
 void check_supported(const io::Config& c) {
   ZT_ASSERT(c.world_size > 0, "check_supported before resolve_batch_sizes");
@@ -79,7 +96,20 @@ void check_supported(const io::Config& c) {
     if (a.profile) not_yet("activation_checkpointing.profile", "timing the checkpointed blocks");
   }
   if (c.model.dropout != 0.0) not_yet("model.dropout", "dropout");
-  if (c.device == io::Device::kCuda) not_yet("device", "device `cuda` (the CUDA backend of the ops)");
+  if (c.device == io::Device::kCuda) {
+    // The first thing a GPU run needs: a GPU. A CPU-only build or a machine without one gets this
+    // line, not a CUDA error from deep inside the first allocation.
+    if (cuda::device_count() == 0)
+      throw ConfigError("config key `device`: cuda, but " +
+                        (cuda::device_summary() == "built without CUDA"
+                             ? std::string("this zerotrain was built without CUDA (rebuild with "
+                                           "-DZT_CUDA=ON)")
+                             : cuda::device_summary()) +
+                        "; set device: cpu (or auto, which picks the CPU when there is no GPU)");
+    if (const char* why = not_on_cuda(c))
+      throw ConfigError(std::string("config key `device`: cuda with ") + why +
+                        " is not yet on CUDA (ZeRO stages 0, 1 and 2 are); set device: cpu");
+  }
   if (c.checkpoint.load_universal) not_yet("checkpoint.load_universal", "universal checkpoints");
   if (c.checkpoint.use_node_local_storage)
     not_yet("checkpoint.use_node_local_storage", "node-local checkpoint storage");
@@ -102,6 +132,10 @@ void check_supported(const io::Config& c) {
 
 std::vector<std::string> config_notices(const io::Config& c) {
   std::vector<std::string> out;
+  if (c.device == io::Device::kAuto && cuda::device_count() > 0)
+    if (const char* why = not_on_cuda(c))
+      out.push_back(std::string("device: auto runs on the CPU although a GPU is visible: ") + why +
+                    " is not yet on CUDA");
   onebit_notices(c, out);  // 1-bit optimizers: cuda_aware, comm_backend_name (zero/onebit.h)
   if (c.zero.offload_param.device == io::OffloadDevice::kNvme) {
     const io::OffloadConfig d{io::OffloadDevice::kNone, "", false, 5};

@@ -22,7 +22,15 @@ void check_supported(const io::Config& cfg);
 // trainer to print next to cfg.notices. Call after check_supported.
 std::vector<std::string> config_notices(const io::Config& cfg);
 
-EngineSettings engine_settings(const io::Config& cfg);
+EngineSettings engine_settings(const io::Config& cfg);  // device: cpu (see resolve_device)
+
+// The `device` key for one rank: cpu; or cuda:(local_rank mod the visible GPUs) for `cuda`, and for
+// `auto` when this build has CUDA, a GPU is visible and the config runs there (stages 0-2, no
+// offload; else the CPU, with a notice from config_notices). Call after check_supported, which
+// refuses `cuda` without a GPU or with what is not yet on CUDA. Set EngineSettings::device to it.
+Device resolve_device(const io::Config& cfg, int local_rank);
+// The config key of the first thing asked for that is not yet on CUDA, or nullptr.
+const char* not_on_cuda(const io::Config& cfg);
 nn::GPTConfig gpt_config(const io::Config& cfg);
 
 }  // namespace zt::zero

@@ -13,12 +13,16 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "comm/bootstrap.h"
 #include "comm/communicator.h"
 #include "comm/watchdog.h"  // [faults]
+#include "core/cuda/allocator.h"
+#include "core/cuda/device.h"
+#include "core/cuda/stream.h"
 #include "core/ops.h"
 #include "io/config.h"
 #include "io/data.h"
@@ -129,7 +133,10 @@ std::string sample_text(zero::Engine& engine, const std::string& prompt, int n, 
     std::copy(ctx.end() - t, ctx.end(), ids.data<int32_t>());
     std::fill_n(tgt.data<int32_t>(), t, -1);
     engine.evaluate(ids, tgt);
-    const float* logits = model.logits().data<float>() + (t - 1) * V;
+    // The last position's logits (copied down from a GPU).
+    Tensor row = Tensor::empty({V});
+    ops::copy(model.logits().flat_view((t - 1) * V, {V}), row);
+    const float* logits = row.data<float>();
     std::vector<double> p(V);
     double mx = *std::max_element(logits, logits + V), sum = 0.0;
     for (int v = 0; v < V; ++v) sum += p[v] = std::exp((logits[v] - mx) / 0.8);
@@ -171,6 +178,12 @@ int run_train(const TrainOptions& opt) {
                           "gradients are always views into one flat buffer");
   if (lead)
     for (const std::string& n : cfg.notices) std::printf("note: %s\n", n.c_str());
+  // The device (`device: auto|cpu|cuda`): this rank's GPU is its local rank modulo the visible
+  // GPUs. It is made current once, here, for the whole run (every kernel launches on the calling
+  // thread's current device); the engine binds it again for itself.
+  const Device device = zero::resolve_device(cfg, topo.local_rank);
+  std::optional<cuda::StreamGuard> device_scope;
+  if (device.is_cuda()) device_scope.emplace(cuda::Stream::wrap(nullptr, device.index));
   // Ranks on one node share its cores: by default each gets cores / local ranks OpenMP threads.
   int threads = opt.threads > 0 ? opt.threads
                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
@@ -182,13 +195,27 @@ int run_train(const TrainOptions& opt) {
   // collective anywhere in the job is reported (op, step, missing ranks) and ends it.
   const comm::WatchdogOptions wdo = comm::options_from_env(cfg.comm.timeout_s);
   std::unique_ptr<comm::Watchdog> watchdog;
-  std::unique_ptr<comm::Communicator> comm;
+  // The training communicator (the engine's collectives) is the backend `comm.backend` asks for
+  // (auto: nccl when the tensors are on GPUs, one per rank; mpi otherwise, device buffers staged).
+  // The trainer's own small host-side collectives (config agreement, the loss and stop flag) run
+  // on an mpi communicator: the same one when the backend is mpi, a second one beside nccl (which
+  // reduces device memory only).
+  std::unique_ptr<comm::Communicator> comm, host_comm_owned;
+  comm::Communicator* host_comm = nullptr;
+  std::string comm_reason;
   if (world > 1) {
     watchdog = std::make_unique<comm::Watchdog>(wdo);
     comm::CommOptions co;
     if (wdo.blocking_wait) co.timeout_s = wdo.timeout_s;  // NCCL_BLOCKING_WAIT semantics
-    comm = comm::make_mpi_communicator(co);
-    check_config_agreement(*comm, io::dump_config(cfg));  // [faults] every rank, same config
+    if (device.is_cuda()) co.device = device.index;
+    comm = comm::make_communicator(comm::parse_backend(io::to_string(cfg.comm.backend)),
+                                   device.is_cuda(), co, &comm_reason);
+    host_comm = comm.get();
+    if (comm->backend() != "mpi") {
+      host_comm_owned = comm::make_mpi_communicator(co);
+      host_comm = host_comm_owned.get();
+    }
+    check_config_agreement(*host_comm, io::dump_config(cfg));  // [faults] every rank, same config
     // comms_logger: per-op counts, bytes, latency, algbw/busbw, printed as a table at the end.
     comm::CommLogOptions lo;
     lo.enabled = cfg.comms_logger.enabled;
@@ -199,7 +226,9 @@ int run_train(const TrainOptions& opt) {
   }
   nn::GPT model(zero::gpt_config(cfg));
   model.init_weights(static_cast<uint64_t>(cfg.training.seed));
-  zero::Engine engine(model, zero::engine_settings(cfg), comm.get());
+  zero::EngineSettings settings = zero::engine_settings(cfg);
+  settings.device = device;
+  zero::Engine engine(model, std::move(settings), comm.get());
   const int64_t B = engine.settings().micro_batch, T = cfg.model.seq_len;
   const int64_t gas = engine.settings().gradient_accumulation_steps;
   const int64_t tokens_per_step = B * gas * T * world;
@@ -217,10 +246,24 @@ int run_train(const TrainOptions& opt) {
                 static_cast<long long>(gas), world);
     std::printf("  data      %s: %zu train / %zu validation tokens\n", data.train.source.c_str(),
                 data.train.tokens.size(), data.val.tokens.size());
-    std::printf("  run       device cpu (%d threads/rank), ranks %d on %d node(s), ZeRO stage %d, "
-                "%s, %lld steps\n",
-                ops::num_threads(), world, topo.nodes, cfg.zero.stage,
-                engine.optimizer().name().c_str(), static_cast<long long>(cfg.training.steps));
+    if (device.is_cuda()) {
+      std::string gpu = cuda::device_summary();  // one line per visible GPU: ours
+      for (int i = 0; i < device.index && gpu.find('\n') != std::string::npos; ++i)
+        gpu = gpu.substr(gpu.find('\n') + 1);
+      gpu = gpu.substr(0, gpu.find('\n'));
+      std::printf("  run       device %s (device: %s; rank 0: %s; optimizer step on the host), "
+                  "ranks %d on %d node(s), ZeRO stage %d, %s, %lld steps\n",
+                  device.str().c_str(), io::to_string(cfg.device), gpu.c_str(), world, topo.nodes,
+                  cfg.zero.stage, engine.optimizer().name().c_str(),
+                  static_cast<long long>(cfg.training.steps));
+    } else {
+      std::printf("  run       device cpu (device: %s; %d threads/rank), ranks %d on %d node(s), "
+                  "ZeRO stage %d, %s, %lld steps\n",
+                  io::to_string(cfg.device), ops::num_threads(), world, topo.nodes, cfg.zero.stage,
+                  engine.optimizer().name().c_str(), static_cast<long long>(cfg.training.steps));
+    }
+    if (world > 1)
+      std::printf("  backend   %s: %s\n", comm->backend().c_str(), comm_reason.c_str());
     if (world > 1 && engine.partitioned_params())
       std::printf("  comm      mpi, stage 3: each unit gathered before use (prefetch %lld elements, "
                   "%d of %d units persistent), its gradient reduce-scattered after its backward, "
@@ -229,7 +272,8 @@ int run_train(const TrainOptions& opt) {
                   engine.coordinator()->persistent_units(), engine.model().num_units(),
                   cfg.zero.overlap_comm ? "on" : "off");
     else if (world > 1)
-      std::printf("  comm      mpi, buckets of %lld elements (%zu), overlap_comm %s, %s\n",
+      std::printf("  comm      %s, buckets of %lld elements (%zu), overlap_comm %s, %s\n",
+                  comm->backend().c_str(),
                   static_cast<long long>(engine.settings().reduce_bucket_size),
                   engine.buckets().buckets.size(), cfg.zero.overlap_comm ? "on" : "off",
                   cfg.zero.stage == 2 && cfg.zero.reduce_scatter ? "reduce-scatter"
@@ -428,9 +472,9 @@ int run_train(const TrainOptions& opt) {
     // The job's loss is the mean over ranks (each saw its own share of the batch); the same
     // all-reduce carries the stop flag, so every rank sees a signal at the same step.
     bool stop = g_stop_signal != 0;
-    if (comm) {
+    if (host_comm) {
       Tensor t = Tensor::from_vector({static_cast<float>(loss), stop ? 1.f : 0.f}, {2});
-      comm->all_reduce(t, comm::ReduceOp::sum)->wait();
+      host_comm->all_reduce(t, comm::ReduceOp::sum)->wait();
       loss = t.data<float>()[0] / static_cast<float>(world);
       stop = t.data<float>()[1] > 0.f;
     }
@@ -524,12 +568,17 @@ int run_train(const TrainOptions& opt) {
                         {"tokens_per_s", median_tps}, {"ranks", world}, {"stage", cfg.zero.stage},
                         {"skipped_steps", engine.skipped_steps()},
                         {"dtype", dtype_name(engine.model_params().dtype())},
-                        {"device", "cpu"}, {"params", engine.num_parameters()},
+                        {"device", device.str()}, {"params", engine.num_parameters()},
                         {"model_state_bytes",
                          {{"params", ms.params}, {"grads", ms.grads}, {"optimizer", ms.optimizer},
                           {"workspace", ms.workspace}}},
                         {"model_state_formula_bytes",
                          {{"params", mf.params}, {"grads", mf.grads}, {"optimizer", mf.optimizer}}}};
+    if (device.is_cuda()) {  // the caching allocator's high-water mark on this rank's GPU
+      const cuda::AllocatorStats st = cuda::allocator_stats(device.index);
+      s["device_peak_bytes"] = st.peak_in_use;
+      s["device_reserved_bytes"] = st.reserved;
+    }
     jlog << s.dump() << "\n";
   }
   if ((lead || engine.partitioned_params()) && opt.sample_chars > 0 && cfg.model.vocab_size == 256) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "core/ops.h"
 #include "io/data.h"
 #include "tests/zero/engine_test_util.h"
 #include "zero/engine.h"
@@ -30,6 +31,14 @@ inline zero::EngineSettings base(int stage, int64_t micro, int64_t gas) {
 inline comm::Communicator& world_comm() {
   static std::unique_ptr<comm::Communicator> c = comm::make_mpi_communicator();
   return *c;
+}
+
+// A tensor's values on the host (copied down from a GPU engine's buffers).
+inline std::vector<float> host_values(const Tensor& t) {
+  if (t.device().is_cpu()) return t.to_vector();
+  Tensor h = Tensor::empty(t.shape(), t.dtype());
+  ops::copy(t, h);
+  return h.to_vector();
 }
 
 // Mean of a value over ranks.
@@ -53,6 +62,7 @@ inline size_t compare(zero::EngineSettings dist, int steps = 20, double loss_tol
   model.init_weights(R == 0 ? 42 : 1000 + R);  // other ranks start elsewhere: the engine broadcasts
   zero::EngineSettings ref_s = dist;  // same precision, optimizer, schedule; stage 0, one process
   ref_s.zero_stage = 0;
+  ref_s.device = Device::cpu();     // the CPU is the oracle of a GPU engine too
   ref_s.offload_optimizer.reset();  // the reference keeps its optimizer in memory
   ref_s.micro_batch = micro * W;
   zero::Engine ref(ref_model, ref_s);
@@ -81,7 +91,7 @@ inline size_t compare(zero::EngineSettings dist, int steps = 20, double loss_tol
   }
   // Every rank holds the same parameters as the reference at the end (stage 3: its partition of
   // them, element i being flat element partition().begin() + i).
-  auto a = eng.model_params().to_vector(), b = ref.model_params().to_vector();
+  auto a = host_values(eng.model_params()), b = host_values(ref.model_params());
   const int64_t off = eng.partitioned_params() ? eng.partition().begin() : 0;
   double d = 0, n = 0;
   for (size_t i = 0; i < a.size() && off + static_cast<int64_t>(i) < eng.num_parameters(); ++i) {
