@@ -35,23 +35,15 @@ sys.path.insert(0, os.path.join(SRC, "tests", "core"))
 import gpt_vs_torch  # noqa: E402  (the PyTorch GPT: names, shapes, forward)
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
-failures = []
-passed = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_util  # noqa: E402
+from cli_util import Checks  # noqa: E402
+
+check = Checks()
 
 
-def check(cond, what):
-    global passed
-    passed += bool(cond)
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def run(*args, ranks=1, raw=False):
-    cmd = [ZT, *args] if ranks == 1 else [MPIEXEC, "-n", str(ranks), "--oversubscribe", ZT, *args]
-    if raw:  # generate prints raw bytes of a byte-level model
-        return subprocess.run(cmd, capture_output=True, timeout=240, env=ENV)
-    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=240, env=ENV)
+def run(*args, ranks=1, raw=False):  # raw: generate prints a byte-level model's raw bytes
+    return cli_util.run(ZT, args, ranks=ranks, mpiexec=MPIEXEC, env=ENV, raw=raw)
 
 
 SMALL = ["--config", TINY, "--steps", "6", "--sample", "0", "--set", "model.n_layer=2",
@@ -309,5 +301,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("ckpt", "inspect", os.path.join(tmp, "nowhere"))
     check(r.returncode == 2 and "nowhere" in r.stderr, "a missing folder exits 2 naming it")
 
-print(f"{passed} checks passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+check.finish()

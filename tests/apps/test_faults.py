@@ -39,15 +39,10 @@ SMALL = ["--sample", "0", "--set", "model.n_layer=2", "--set", "model.n_embd=64"
          "--set", "training.eval_interval=0", "--set", "steps_per_print=1", "--set", "train_micro_batch_size_per_gpu=4",
          "--set", "zero_optimization.stage=2", "--set", "scheduler.params.warmup_num_steps=2",
          "--set", "scheduler.params.total_num_steps=100000"]
-failures, passed = [], 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_util import Checks  # noqa: E402
 
-
-def check(cond, what):
-    global passed
-    passed += bool(cond)
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
+check = Checks()
 
 
 def mpirun(tag, args, fault=None, n=2, timeout=90, mpi_args=(), extra_env=None):
@@ -105,7 +100,6 @@ def wait_log_lines(path, k, timeout=60):
 
 
 root = tempfile.mkdtemp(prefix="zt-faults-")
-t_all = time.time()
 try:
     # ---- kill -9 of one rank mid-step --------------------------------------------------------
     d = os.path.join(root, "kill")
@@ -273,5 +267,4 @@ finally:
     survivors(root, wait=0)
     shutil.rmtree(root, ignore_errors=True)
 
-print(f"{passed} checks passed, {len(failures)} failed ({time.time() - t_all:.0f} s)")
-sys.exit(1 if failures else 0)
+check.finish()

@@ -20,17 +20,10 @@ import tempfile
 
 ZT, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 TINY = os.path.join(SRC, "configs", "tiny.yaml")
-failures = []
-passed = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_util import Checks  # noqa: E402
 
-
-def check(cond, what):
-    global passed
-    passed += bool(cond)
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
+check = Checks()
 
 
 # A clean environment: no CUDA_VISIBLE_DEVICES, no .deepspeed_env from the user's $HOME.
@@ -184,5 +177,4 @@ with tempfile.TemporaryDirectory() as tmp:
     r = launch("--hostfile", hf, "--", "train", "--config", os.path.join(tmp, "nope.yaml"), cwd=tmp)
     check(r.returncode == 2 and "nope.yaml" in r.stderr, f"a bad config under launch exits 2 ({r.returncode})")
 
-print(f"{passed} checks passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+check.finish()

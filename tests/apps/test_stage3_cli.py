@@ -28,25 +28,15 @@ from safetensors.numpy import load_file
 ZT, SRC, MPIEXEC = sys.argv[1], sys.argv[2], sys.argv[3]
 TINY = os.path.join(SRC, "configs", "tiny.yaml")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
-failures = []
-passed = 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_util  # noqa: E402
+from cli_util import Checks, losses  # noqa: E402
 
-
-def check(cond, what):
-    global passed
-    passed += bool(cond)
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
+check = Checks()
 
 
 def mpi(n, *args):
-    cmd = [MPIEXEC, "-n", str(n), "--oversubscribe", ZT, *args] if n > 1 else [ZT, *args]
-    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=ENV)
-
-
-def losses(path):
-    return [json.loads(l)["loss"] for l in open(path) if '"event"' not in l]
+    return cli_util.run(ZT, args, ranks=n, mpiexec=MPIEXEC, timeout=300, env=ENV)
 
 
 def summary(path):
@@ -180,5 +170,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode != 0 and bad in r.stderr and len(r.stderr.strip().splitlines()) <= 2,
           f"an nvme_path that cannot be written fails naming it ({r.stderr.strip()[:200]})")
 
-print(f"{passed} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+check.finish()

@@ -32,22 +32,15 @@ import time
 ZT, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 T0 = time.time()
 BUDGET_S = 480  # waits end by then, well below the ctest TIMEOUT (600): tear down before ctest kills us
-failures = []
-passed = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "apps"))
+from cli_util import Checks  # noqa: E402
 
-
-def check(cond, what):
-    global passed
-    passed += bool(cond)
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
+check = Checks()
 
 
 def fatal(msg):
     print("FAIL " + msg, flush=True)
-    print(f"{passed} checks passed, {len(failures) + 1} failed")
+    print(f"{check.passed} checks passed, {len(check.failures) + 1} failed")
     sys.exit(1)
 
 
@@ -327,7 +320,7 @@ def main():
             check(sorted(res) == list(range(n + 1, steps + 1)), f"{name}: the resumed run logged steps {n + 1}..{steps}")
             check(res and all(ref.get(k) == v for k, v in res.items()),
                   f"{name}: the resumed losses equal the uninterrupted job's, bit for bit")
-            if failures:
+            if check.failures:
                 print(o[-4000:])
 
         # 4. The GPU script as it is (--gpus-per-task=1 on the pretend GPUs), on one node.
@@ -365,13 +358,12 @@ def main():
         t = time.time()
         cl.stop()
         print(f"cluster stopped in {time.time() - t:.1f} s", flush=True)
-        if not failures:
+        if not check.failures:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp} for inspection")
     print(f"total {time.time() - T0:.1f} s")
-    print(f"{passed} checks passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    check.finish()
 
 
 if __name__ == "__main__":
