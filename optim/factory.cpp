@@ -7,6 +7,10 @@
 
 namespace zt::optim {
 
+void Optimizer::set_exp_avg_mask(std::vector<float> /*mask*/) {
+  throw Error(name() + ": exp_avg_mask is an option of OneBitAdam and OneBitLamb only");
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerParams& p) {
   switch (p.kind) {
     case OptimizerKind::adam:

@@ -24,8 +24,10 @@
 //   - DeepSpeed's first step() only allocates the cupy buffers and updates nothing (the first
 //     gradient is dropped); here every step updates. Compression starts at the same step count
 //     (DeepSpeed's counter includes that first step).
-//   - exp_avg_mask (a per-parameter mask for momenta that are always exactly zero, set by hand in
-//     DeepSpeed's BERT example) has no config key and is not implemented.
+//   - exp_avg_mask (a mask for momenta that are always exactly zero, set by hand in DeepSpeed's
+//     BERT example) is set_exp_avg_mask() (optim/optimizer.h; the engine's set_exp_avg_mask takes
+//     it per parameter); as in DeepSpeed it multiplies m after the compressed all-reduce, also
+//     with one rank, and is not checkpointed.
 //   - eps_inside_sqrt is refused by zero/settings.cpp (DeepSpeed accepts and ignores it).
 // Gradient clipping and the gradient norm follow DeepSpeed: in the compression stage the engine
 // computes them from this rank's local gradient (DeepSpeed's FP16_Optimizer/clip_grad_norm_ only
@@ -62,6 +64,10 @@ class OneBitAdam final : public Optimizer {
     comm_ = c;
     compressor_.set(comm_, n_, true);
   }
+  void set_exp_avg_mask(std::vector<float> mask) override {
+    detail::check_mask(name(), mask, n_);
+    mask_ = std::move(mask);
+  }
   bool reduces_own_gradients() const override { return step_count() >= p_.freeze_step; }
 
   void step(float* params, const float* grads, int64_t n, const std::vector<Segment>& segments,
@@ -82,6 +88,7 @@ class OneBitAdam final : public Optimizer {
       detail::momentum_update(k0, m + lo, grads + lo, hi - lo);
     });
     compressor_.run(m, segments);  // every rank now holds the same (compressed) average momentum
+    detail::apply_mask(mask_, m, 0, n);
     for (const Segment& s : segments) {
       const float wd = s.decay ? p_.weight_decay : 0.f;
       const detail::AdamStep k = detail::AdamStep::make(p_.beta1, p_.beta2, p_.eps, lr, wd, bc1, bc2);
@@ -132,6 +139,7 @@ class OneBitAdam final : public Optimizer {
   std::unique_ptr<Optimizer> adam_;  // the warm-up, and the owner of m, v and the step count
   comm::Communicator* comm_ = nullptr;
   detail::Compressor compressor_;
+  std::vector<float> mask_;  // exp_avg_mask: empty = none
   int64_t n_ = 0;
 };
 

@@ -67,6 +67,10 @@ class OneBitLamb final : public Optimizer {
     comm_ = c;
     compressor_.set(comm_, n_, false);
   }
+  void set_exp_avg_mask(std::vector<float> mask) override {  // optim/optimizer.h
+    detail::check_mask(name(), mask, n_);
+    mask_ = std::move(mask);
+  }
   bool reduces_own_gradients() const override { return t_ >= p_.freeze_step; }
   bool uses_tensor_stats() const override { return true; }
   void set_tensor_stats(int64_t num_tensors, TensorStatsReducer reduce) override {
@@ -254,6 +258,7 @@ class OneBitLamb final : public Optimizer {
       const float wd = s.decay ? p_.weight_decay : 0.f;
       for (int64_t i = s.offset; i < s.offset + s.size; ++i) {
         m[i] /= c;
+        if (!mask_.empty()) m[i] *= mask_[static_cast<size_t>(i)];  // exp_avg_mask, as DeepSpeed
         const float g_rec = (m[i] - b1 * m_last_[i]) / (1.f - b1);
         v_fresh[i] = b2 * v_fresh[i] + (1.f - b2) * g_rec * g_rec;
         const float d = denom(v[i] * inv_bc2);
@@ -295,6 +300,7 @@ class OneBitLamb final : public Optimizer {
   int64_t num_tensors_ = -1;
   TensorStatsReducer reduce_;
   std::vector<float> m_, v_, v_fresh_, m_last_;
+  std::vector<float> mask_;  // exp_avg_mask: empty = none
   std::vector<float> coeff_freeze_, last_factor_, scaling_;  // per tensor
   std::vector<double> stats_, partial_;
   comm::Communicator* comm_ = nullptr;

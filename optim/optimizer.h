@@ -125,6 +125,16 @@ class Optimizer {
   virtual void set_communicator(comm::Communicator* /*comm*/) {}
   virtual bool reduces_own_gradients() const { return false; }
 
+  // [1-bit] DeepSpeed's `exp_avg_mask` (a param-group entry that its BERT example sets by hand; no
+  // config key): once compression has started, the momentum is multiplied by `mask` (n floats
+  // over the span, normally 0 or 1) right after each compressed all-reduce. 1-bit compression
+  // cannot send an exact zero, so entries whose gradient is always exactly zero (embedding rows
+  // never used, positions beyond the trained length) would otherwise collect the compression
+  // error in their momentum and drift. Empty: no mask. Not saved in checkpoints (as in DeepSpeed,
+  // the training program sets it again). Default: throws: only OneBitAdam and OneBitLamb have it,
+  // as in DeepSpeed (its ZeroOneAdam has no mask).
+  virtual void set_exp_avg_mask(std::vector<float> mask);
+
   // [1-bit checkpoints] Optional: state that is not "n floats, the same on every rank", saved
   // per rank by zero/checkpoint.cpp (zero/onebit.h: save_rank_state / load_rank_state). state()
   // buffers are written range by range (rank r writes range r), which loses values that differ

@@ -34,7 +34,7 @@
 // Differences from DeepSpeed, deliberate: no dropped first step (DeepSpeed's first step() only
 // allocates buffers); v freezes after step var_freeze_step, the paper's max T_v (DeepSpeed's
 // check, one step later on its counter that includes the dropped step, lands on the same step);
-// exp_avg_mask is not implemented. Clipping and the norm: see onebit_adam.cpp.
+// exp_avg_mask is refused (DeepSpeed's ZeroOneAdam has none either). Clipping and the norm: see onebit_adam.cpp.
 // Checkpoints (DeepSpeed resets the counters to 1 and u, lrs and the error buffers to 0): the
 // counters are recomputed from the step count; per rank (rank_state) go the error buffers and,
 // when saved between two syncs (the ranks' weights, m and u have drifted apart), this rank's

@@ -19,6 +19,7 @@
 
 #include "comm/communicator.h"
 #include "comm/compressed.h"
+#include "core/error.h"
 #include "optim/optimizer.h"
 
 namespace zt::optim::detail {
@@ -130,6 +131,16 @@ inline void for_chunks(int64_t n, F&& f) {
 }
 
 // 1 - beta^t in double (1 without bias correction).
+// exp_avg_mask (optim/optimizer.h): checked against the span size, then m[i] *= mask[i].
+inline void check_mask(const std::string& who, const std::vector<float>& mask, int64_t n) {
+  ZT_CHECK(mask.empty() || static_cast<int64_t>(mask.size()) == n, who, ": exp_avg_mask has ",
+           mask.size(), " elements, the optimizer's span ", n);
+}
+inline void apply_mask(const std::vector<float>& mask, float* m, int64_t lo, int64_t hi) {
+  if (mask.empty()) return;
+  for (int64_t i = lo; i < hi; ++i) m[i] *= mask[static_cast<size_t>(i)];
+}
+
 inline double bias_correction(bool on, float beta, int64_t t) {
   return on ? 1.0 - std::pow(static_cast<double>(beta), static_cast<double>(t)) : 1.0;
 }

@@ -340,5 +340,64 @@ TEST(OneBitMpi, ParametersStayIdenticalOnEveryRank) {
   }
 }
 
+// exp_avg_mask (DeepSpeed's, set by the training program): entries whose gradient is always exactly
+// zero keep a zero momentum and their weights once compression starts. Without it, 1-bit
+// compression (which cannot send a zero) puts its error into them on 2+ ranks, and they drift.
+TEST(OneBitMpi, ExpAvgMaskKeepsAlwaysZeroEntriesAtZero) {
+  comm::Communicator& c = world();
+  const int64_t lo = 550, hi = 600;  // the last 50 entries of tensor 0 never get a gradient
+  for (int which = 0; which < 2; ++which) {
+    for (bool masked : {true, false}) {
+      OneBitParams o = params();
+      o.weight_decay = 0.f;  // so that only the momentum can move the zero entries
+      o.freeze_step = 3;
+      auto opt = which == 0 ? make_onebit_adam(o) : make_onebit_lamb(o);
+      opt->init(kN);
+      opt->set_communicator(&c);
+      std::vector<float> mask(kN, 1.f);
+      for (int64_t i = lo; i < hi; ++i) mask[static_cast<size_t>(i)] = 0.f;
+      if (masked) opt->set_exp_avg_mask(mask);
+      std::vector<float> p = randn(kN, 9);
+      const std::vector<float> p0 = p;
+      for (int t = 1; t <= 12; ++t) {
+        const bool local = opt->reduces_own_gradients();
+        auto g = randn(kN, 900 + t + (local ? 1000 * c.rank() : 0));
+        for (int64_t i = lo; i < hi; ++i) g[static_cast<size_t>(i)] = 0.f;
+        opt->step(p.data(), g.data(), kN, kSegs, lr_at(t));
+      }
+      const std::vector<float>& m = *opt->state()[0].second;  // exp_avg
+      double moved = 0, m_max = 0, m_rest = 0;
+      for (int64_t i = 0; i < kN; ++i) {
+        const size_t k = static_cast<size_t>(i);
+        if (i >= lo && i < hi) {
+          moved = std::max(moved, double(std::abs(p[k] - p0[k])));
+          m_max = std::max(m_max, double(std::abs(m[k])));
+        } else {
+          m_rest = std::max(m_rest, double(std::abs(m[k])));
+        }
+      }
+      SCOPED_TRACE(opt->name() + (masked ? " with the mask" : " without the mask"));
+      EXPECT_GT(m_rest, 0.0) << "the other entries train";
+      if (masked) {
+        EXPECT_EQ(m_max, 0.0);
+        EXPECT_EQ(moved, 0.0);
+      } else if (c.world() > 1) {
+        EXPECT_GT(m_max, 0.0) << "compression error reaches the always-zero entries";
+        EXPECT_GT(moved, 0.0);
+      }
+    }
+  }
+  OneBitParams o = params();
+  auto onebit = make_onebit_adam(o);
+  onebit->init(kN);
+  EXPECT_THROW(onebit->set_exp_avg_mask(std::vector<float>(kN - 1, 1.f)), zt::Error);  // size
+  auto zoa = make_zero_one_adam(o);
+  zoa->init(kN);
+  EXPECT_THROW(zoa->set_exp_avg_mask(std::vector<float>(kN, 1.f)), zt::Error);
+  auto adam = make_adam(adamw(o));
+  adam->init(kN);
+  EXPECT_THROW(adam->set_exp_avg_mask(std::vector<float>(kN, 1.f)), zt::Error);
+}
+
 }  // namespace
 }  // namespace zt::optim
