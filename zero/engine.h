@@ -233,6 +233,11 @@ class Engine : private nn::BlockHooks {
   bool mixed() const { return s_.model_dtype != DType::f32; }
   const Device& device() const { return s_.device; }
   bool on_device() const { return s_.device.is_cuda(); }
+  // On a GPU: Adam/AdamW step there (step_tensors); any other optimizer on the host (file comment).
+  bool device_optimizer() const {
+    return on_device() && s_.optimizer_kind == optim::OptimizerKind::adam;
+  }
+  bool host_optimizer() const { return on_device() && !device_optimizer(); }
   bool grads16() const { return s_.grad_dtype != DType::f32; }
   // The model's weights in the model dtype: the whole padded flat buffer at stages 0-2, this
   // rank's partition only at stage 3 (element i is flat element partition().begin() + i).
@@ -288,11 +293,6 @@ class Engine : private nn::BlockHooks {
   void sync_device() const;  // the device's queued work done (before the host or a comm reads)
   Tensor control(std::vector<float> v) const;  // a tiny tensor for control reductions
   std::vector<float> read_control(const Tensor& t) const;
-  // On a GPU: Adam/AdamW step there (step_tensors); any other optimizer on the host (file comment).
-  bool device_optimizer() const {
-    return on_device() && s_.optimizer_kind == optim::OptimizerKind::adam;
-  }
-  bool host_optimizer() const { return on_device() && !device_optimizer(); }
   // Checkpoints on a GPU: host copies of the weights replace the device buffers for the call.
   struct HostSwap;
   friend struct HostSwap;

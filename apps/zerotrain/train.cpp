@@ -251,10 +251,11 @@ int run_train(const TrainOptions& opt) {
       for (int i = 0; i < device.index && gpu.find('\n') != std::string::npos; ++i)
         gpu = gpu.substr(gpu.find('\n') + 1);
       gpu = gpu.substr(0, gpu.find('\n'));
-      std::printf("  run       device %s (device: %s; rank 0: %s; optimizer step on the host), "
-                  "ranks %d on %d node(s), ZeRO stage %d, %s, %lld steps\n",
+      std::printf("  run       device %s (device: %s; %s), ranks %d on %d node(s), ZeRO stage %d, "
+                  "%s (%s), %lld steps\n",
                   device.str().c_str(), io::to_string(cfg.device), gpu.c_str(), world, topo.nodes,
                   cfg.zero.stage, engine.optimizer().name().c_str(),
+                  engine.device_optimizer() ? "fused on the GPU" : "stepped on the host",
                   static_cast<long long>(cfg.training.steps));
     } else {
       std::printf("  run       device cpu (device: %s; %d threads/rank), ranks %d on %d node(s), "
@@ -298,6 +299,9 @@ int run_train(const TrainOptions& opt) {
                 !ms.workspace ? "" : engine.partitioned_params() ? "; gathered-unit pool peak "
                                                                  : "; f32 compute copy ",
                 ms.workspace ? human_bytes(ms.workspace).c_str() : "");
+    if (ms.host_staging)  // a GPU engine's host-side copies for an optimizer stepped on the host
+      std::printf("  host      %s per rank: fp32 master and gradient staging of the host step\n",
+                  human_bytes(ms.host_staging).c_str());
     if (ms.nvme)  // offload to NVMe: what lives on the drive instead of in memory
       std::printf("  nvme      %s of swap files per rank (offload_param / offload_optimizer)\n",
                   human_bytes(ms.nvme).c_str());
