@@ -14,6 +14,14 @@
 # a second call with SKIP_BUILD=1 goes straight to the tests (or ONLY_BENCH=1 to the bench).
 # Environment: BUILD (default /tmp/b), TOTAL_S (default 570: the call's 600 s less a margin),
 # CTEST_REGEX (e.g. "EngineCuda|zero" to run a subset of the gpu label), BENCH_S (default 240).
+#
+# Reading the results, in dependency order (each layer needs the one before):
+#   1. ctest.log: tests/gpu (CudaDevice, CudaAllocator, CudaOps, attention): the kernels vs the CPU;
+#   2. comm (test_nccl, test_mpi_device): collectives on device buffers;
+#   3. EngineCuda.GptLossAndGradientsMatchTheCpuF32: the whole model once (needs core/nn to put its
+#      activations on the input's device), then the 20-step runs, EngineCudaMpi (2 ranks, mpi
+#      staging), zero.cli_cuda (the trainer end to end);
+#   4. bench/gpu_bench.jsonl: the gpu_vs_torch lines (ratio_eager, ratio_compile: > 1 = faster).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-/tmp/gpu_session_out}
