@@ -104,6 +104,17 @@ with tempfile.TemporaryDirectory() as tmp:
         ok = r.returncode == 0 or (r.returncode == 2 and "is not supported yet" in r.stderr)
         check(ok, f"train {name}: runs or is refused as not supported yet ({r.stderr.strip()[:200]})")
 
+    # Published configs zerotrain refuses (tests/io/data/, see SOURCES.md): exit 2 with one line
+    # that names the file (the reason is checked per file in tests/io/test_config.cpp).
+    refused = os.path.join(SRC, "tests", "io", "data")
+    for name in sorted(os.listdir(refused)):
+        if not name.endswith(".json"):
+            continue
+        r = run("train", "--config", os.path.join(refused, name), "--steps", "1", "--sample", "0")
+        lines = r.stderr.strip().splitlines()
+        check(r.returncode == 2 and len(lines) == 1 and name in lines[0],
+              f"train {name}: refused with one line (exit {r.returncode}: {r.stderr.strip()[:200]})")
+
     # Under mpirun: 2 ranks, ZeRO stage 2 with overlapped buckets; then a bad config ends the job
     # with exit 2 and the message printed once.
     mlog = os.path.join(tmp, "mpi.jsonl")
