@@ -12,12 +12,12 @@
 // Any other overlap of in and out is allowed too; it costs one copy.
 //
 // Asynchrony. Every collective returns at once with a Work handle; the collective runs on the
-// communicator's own thread (the "comm stream"), in issue order, while the caller computes: this
-// is what lets gradient reduction of one bucket overlap the backward pass of the next layers
-// (DeepSpeed's overlap_comm). Collectives issued in the same order on every rank match up, as in
-// NCCL. The tensors stay alive until the op completes (the Work holds them), but their bytes must
-// not be touched until wait() / test() says so. Destroying a communicator first runs every op
-// already issued (other ranks are waiting for them), then stops its thread.
+// communicator's own thread (the "comm stream"; nccl: its CUDA stream), in issue order, while the
+// caller computes: this is what lets gradient reduction of one bucket overlap the backward pass of
+// the next layers (DeepSpeed's overlap_comm). Collectives issued in the same order on every rank
+// match up, as in NCCL. The tensors stay alive until the op completes (the Work holds them), but
+// their bytes must not be touched until wait() / test() says so. Destroying a communicator first
+// runs every op already issued (other ranks are waiting for them), then stops its thread.
 //
 // Why a thread running blocking collectives rather than MPI_I* collectives: OpenMPI's shared-memory
 // and TCP transports only progress inside MPI calls, so non-blocking collectives would still need
@@ -28,14 +28,15 @@
 // thread (as with a CUDA stream): ops issued concurrently from several threads would run in an
 // order that may differ between ranks.
 //
-// dtypes. f32, f16, bf16 and i32 (for small control reductions: flags, counts). f16/bf16 sums are
-// NOT reduced in 16 bits: each chunk of the buffer is widened to an f32 staging buffer, reduced in
-// f32 with MPI_FLOAT, and rounded back once (round to nearest even, core/dtype.h). A user-defined
-// MPI_Op that widens per pairwise combine would not do: a ring or tree all-reduce rounds to 16
-// bits after every one of its n-1 steps, and its error grows with the world size. The price is
-// twice the bytes on the wire and two conversion passes (at 16-bit sizes the f32 buffer is reduced
-// at the same MPI bandwidth, so about half the f32 busbw in 16-bit bytes); avg divides in f32
-// before rounding. all_gather and broadcast move the 16-bit bits unchanged.
+// dtypes. f32, f16, bf16 and i32 (for small control reductions: flags, counts). On the mpi backend
+// f16/bf16 sums are NOT reduced in 16 bits (nccl: see "Device tensors" below): each chunk of the
+// buffer is widened to an f32 staging buffer, reduced in f32 with MPI_FLOAT, and rounded back once
+// (round to nearest even, core/dtype.h). A user-defined MPI_Op that widens per pairwise combine
+// would not do: a ring or tree all-reduce rounds to 16 bits after every one of its n-1 steps, and
+// its error grows with the world size. The price is twice the bytes on the wire and two conversion
+// passes (at 16-bit sizes the f32 buffer is reduced at the same MPI bandwidth, so about half the
+// f32 busbw in 16-bit bytes); avg divides in f32 before rounding. all_gather and broadcast move the
+// 16-bit bits unchanged.
 //
 // Large buffers are processed in chunks of at most CommOptions::chunk_elems elements (MPI counts
 // are int; the staging buffer stays bounded), each chunk a collective of its own, identically on
@@ -44,8 +45,9 @@
 // Errors. Invalid arguments (sizes, dtypes, devices, root) throw zt::Error at issue time on the
 // caller's thread. An MPI failure on the comm thread is kept and rethrown by wait() / test() as a
 // CommError naming the op, its sequence number and the rank. Timeouts: CommOptions::timeout_s > 0
-// makes wait() give up with a CommError after that long (the op itself cannot be cancelled: the
-// caller should then end the job with Bootstrap::abort); 0 waits forever. The job-wide answer to a
+// makes wait() give up with a CommError after that long (mpi: the op itself cannot be cancelled:
+// the caller should then end the job with Bootstrap::abort; nccl: the op and the communicator are
+// aborted, ncclCommAbort); 0 waits forever. The job-wide answer to a
 // stuck collective is the watchdog (comm/watchdog.h): every op reports its start and end to it.
 //
 // Device tensors. Both backends take tensors on the GPU (all tensors of one op on one device):
@@ -68,7 +70,8 @@
 // make_communicator) compile warning-free with CUDA 13 / NCCL 2.28 but have NEVER RUN on a GPU:
 // no session so far had one. Their tests exist and skip without a GPU: tests/comm/test_nccl.cpp,
 // tests/comm/test_mpi_device.cpp (ctest -L gpu); the decision itself is unit-tested on the CPU
-// (tests/comm/test_backend.cpp).
+// (tests/comm/test_backend.cpp), and make_communicator under MPI without a GPU
+// (tests/comm/test_make_communicator.cpp).
 #pragma once
 
 #include "comm/backend.h"
