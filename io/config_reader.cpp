@@ -390,7 +390,10 @@ void MapReader::finish_impl(const std::string& owner, bool ignore_unrelated) {
           if (leaf(p).size() > 3 && edit_distance(lower(e.key), lower(leaf(p))) <= 2)
             elsewhere.push_back(p);
       if (!elsewhere.empty()) {
-        msg += "; did you mean `" + elsewhere.front() + "`?";
+        // `aio` written inside zero_optimization (a copy of HF's NVMe example): say where it goes.
+        const bool top = elsewhere.front().find('.') == std::string::npos;
+        msg += "; did you mean " + std::string(top ? "the top-level `" : "`") + elsewhere.front() +
+               "`?";
       } else if (ignore_unrelated) {
         // DeepSpeed reads the top level as a plain dict and ignores keys it does not know
         // (LLaMA-Factory's `comms_config`, "_comment" keys...); only its blocks forbid extras.

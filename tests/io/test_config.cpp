@@ -163,6 +163,9 @@ TEST(ConfigErrors, UnknownKeyThatLivesInAnotherBlock) {
   EXPECT_HAS(error_of("reduce_bucket_size: 5e8\n"), "t.yaml:1:1", "`reduce_bucket_size`",
              "did you mean `zero_optimization.reduce_bucket_size`?");
   EXPECT_HAS(error_of("model: {steps: 10}\n"), "`model.steps`", "did you mean `training.steps`?");
+  // A top-level block written inside another (aio inside zero_optimization).
+  EXPECT_HAS(error_of("zero_optimization: {stage: 3, aio: {queue_depth: 32}}\n"),
+             "`zero_optimization.aio`", "did you mean the top-level `aio`?");
 }
 
 TEST(ConfigErrors, UnknownKeyWithoutSuggestionListsTheValidKeys) {
