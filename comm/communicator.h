@@ -117,6 +117,12 @@ struct CommOptions {
   // [nccl] The GPU the communicator runs on; -1 = local_rank_device() (local rank modulo the
   // visible GPUs). The device tensors of every op must live there.
   int device = -1;
+  // [nccl] false (default): wait() orders the caller's current stream after the op AND blocks the
+  // host until it completed (errors and timeouts are thrown by wait()). true: wait() only orders
+  // the caller's stream (torch's ProcessGroupNCCL default: the host runs ahead, e.g. to launch the
+  // next layers' kernels); an op's failure then surfaces at the next wait()/test()/issue after the
+  // monitor saw it, and the monitor still aborts on errors and timeouts.
+  bool stream_wait_only = false;
 };
 
 class Communicator {

@@ -5,8 +5,7 @@
 // Compiles warning-free with CUDA 13 / NCCL 2.28 (sm_90) and has NEVER RUN: no session so far had
 // a GPU. tests/comm/test_nccl.cpp (one rank: every op, f32/bf16, against exact values; the error
 // path) skips without a GPU; a GPU session runs `ctest -L gpu` first. Not done: an event pool
-// (three cudaEventCreate per op), non-blocking wait() (torch's default: stream-wait only), the
-// performance pass against nccl-tests.
+// (three cudaEventCreate per op), the performance pass against nccl-tests.
 //
 // How it works:
 //  - Creation (make_nccl_communicator, collective over MPI_COMM_WORLD): every rank checks that it
@@ -32,8 +31,9 @@
 //    op queued after it fails too, and later issues throw at once.
 //  - Work::wait(): the caller's current stream waits for `end` (later kernels are ordered after
 //    the collective), and the host blocks until the monitor has seen the op complete (errors and
-//    timeouts surface there, as with the mpi backend). test(): done when the monitor says so or
-//    `end` has completed (cudaEventQuery); rethrows the op's error.
+//    timeouts surface there, as with the mpi backend); with CommOptions::stream_wait_only, only
+//    the stream wait (torch's default), rethrowing an error the monitor already saw. test(): done
+//    when the monitor says so or `end` has completed (cudaEventQuery); rethrows the op's error.
 //  - Destruction waits for every op already issued (the other ranks need them), then
 //    ncclCommFinalize + ncclCommDestroy (or nothing after an abort), and destroys the stream.
 //
@@ -122,7 +122,7 @@ bool overlaps(const Tensor& a, const Tensor& b) {
 class NcclWork final : public Work {
  public:
   NcclWork(std::string what, const char* op, int64_t seq, DType dtype, int64_t count, int64_t bytes,
-           int device, double timeout_s, bool logged)
+           int device, double timeout_s, bool logged, bool stream_wait_only)
       : what_(std::move(what)),
         op_(op),
         seq_(seq),
@@ -131,7 +131,8 @@ class NcclWork final : public Work {
         bytes_(bytes),
         device_(device),
         timeout_s_(timeout_s),
-        logged_(logged) {
+        logged_(logged),
+        stream_wait_only_(stream_wait_only) {
     DeviceScope scope(device);
     ZT_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
     ZT_CUDA_CHECK(cudaEventCreate(&start_));  // timing: the comm log's seconds
@@ -149,7 +150,16 @@ class NcclWork final : public Work {
       // Later work on the caller's stream comes after the collective (no-op once it completed).
       std::lock_guard<std::mutex> lk(mu_);
       if (!done_ || !error_) ZT_CUDA_CHECK(cudaStreamWaitEvent(cuda::current_stream(), end_, 0));
+      if (stream_wait_only_) {
+        if (done_ && error_) std::rethrow_exception(error_);
+        return;
+      }
     }
+    wait_host();
+  }
+
+  // Blocks the host until the monitor has seen the op complete; rethrows its error.
+  void wait_host() {
     std::unique_lock<std::mutex> lock(mu_);
     if (timeout_s_ > 0) {
       // The monitor aborts after timeout_s; this bound only guards against a stuck monitor.
@@ -217,6 +227,7 @@ class NcclWork final : public Work {
   int device_;
   double timeout_s_;
   bool logged_;
+  bool stream_wait_only_;  // CommOptions::stream_wait_only
   cudaEvent_t ready_ = nullptr, start_ = nullptr, end_ = nullptr;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -332,7 +343,7 @@ std::shared_ptr<Work> NcclCommunicator::submit(const char* op, DType dtype, int6
       throw CommError(what + ": not issued: the NCCL communicator was aborted after " + broken_);
   }
   auto w = std::make_shared<NcclWork>(what, op, seq, dtype, count, log_bytes, device_,
-                                      options_.timeout_s, logged);
+                                      options_.timeout_s, logged, options_.stream_wait_only);
   try {
     std::lock_guard<std::timed_mutex> lk(issue_mu_);
     DeviceScope scope(device_);
@@ -664,13 +675,14 @@ void NcclCommunicator::barrier() {
     barrier_buf_ = Tensor::zeros({1}, DType::i32, Device::cuda(device_));
   }
   Tensor b = barrier_buf_;
-  submit(
+  std::shared_ptr<Work> w = submit(
       "barrier", DType::i32, 1, 0, {b},
       [this, b](cudaStream_t s, std::vector<Tensor>&) {
-        ZT_NCCL_CHECK(comm_, ncclAllReduce(b.raw(), b.raw(), 1, ncclInt32, ncclSum, comm_, s));
+        ZT_NCCL_CHECK(comm_, ncclAllReduce(b.raw(), b.raw(), 1, ncclInt32, ncclMax, comm_, s));
       },
-      /*logged=*/false)
-      ->wait();
+      /*logged=*/false);
+  w->wait();
+  static_cast<NcclWork&>(*w).wait_host();  // blocking even with stream_wait_only
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::dup() {

@@ -66,6 +66,19 @@ TEST(Nccl, CollectiveRunsAfterTheProducerStream) {
   check_ordered_after_producer(nccl_comm());
 }
 
+// CommOptions::stream_wait_only: wait() only orders the caller's stream (no host block); the
+// results read on that stream are the same, and barrier() still blocks.
+TEST(Nccl, StreamWaitOnly) {
+  ZT_SKIP_WITHOUT_GPU();
+  CommOptions o;
+  o.stream_wait_only = true;
+  std::unique_ptr<Communicator> c = make_nccl_communicator(o);
+  check_ordered_after_producer(*c);
+  check_all_reduce(*c, DType::f32, true);
+  check_all_gather(*c, DType::bf16);
+  c->barrier();
+}
+
 TEST(Nccl, TestPollsUntilComplete) {
   ZT_SKIP_WITHOUT_GPU();
   Communicator& c = nccl_comm();
