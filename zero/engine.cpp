@@ -85,6 +85,10 @@ Engine::Engine(nn::GPT& model, EngineSettings settings, comm::Communicator* comm
              "this rank's partition of the optimizer state), got stage 0");
     OffloadOptions oo = *s_.offload_optimizer;
     oo.rank = part_.rank;
+    if (oo.sub_group_size == 0) {  // one sub-group per parameter: cut where tensors begin
+      for (const nn::Parameter* p : ps)
+        if (p->flat_offset > lo && p->flat_offset < hi) oo.param_starts.push_back(p->flat_offset - lo);
+    }
     offload_ = std::make_unique<OptimizerOffload>(s_.adam, hi - lo, oo);
     optimizer_ = make_offload_facade(*offload_);
   } else {

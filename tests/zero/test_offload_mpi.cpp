@@ -50,6 +50,8 @@ TEST(OffloadMpi, CpuStages123MatchOneProcess) {
 TEST(OffloadMpi, NvmeStages123MatchOneProcess) {
   const std::string dir = shared_tmp("nvme");
   for (int stage : {1, 2, 3}) compare(offloaded(stage, io::OffloadDevice::kNvme, dir, 2500), 12);
+  // sub_group_size 0: one sub-group per parameter piece (DeepSpeed's reading; axolotl's config)
+  compare(offloaded(2, io::OffloadDevice::kNvme, dir, 0), 12);
   world_comm().barrier();
   if (world_comm().rank() == 0) std::filesystem::remove_all(dir);
 }
