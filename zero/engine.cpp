@@ -217,6 +217,27 @@ void Engine::init_stage3(const std::vector<std::pair<int64_t, int64_t>>& ranges)
   params16_ = Tensor();
 }
 
+void Engine::set_exp_avg_mask(const std::string& param_name, const Tensor& mask) {
+  const nn::Parameter* param = nullptr;
+  for (const nn::Parameter* p : model_.parameters())
+    if (p->name == param_name) param = p;
+  ZT_CHECK(param != nullptr, "Engine::set_exp_avg_mask: the model has no parameter `", param_name,
+           "`");
+  ZT_CHECK(mask.device().is_cpu() && mask.dtype() == DType::f32 && mask.shape() == param->shape,
+           "Engine::set_exp_avg_mask(", param_name, "): the mask must be a host f32 tensor of the "
+           "parameter's shape ", shape_str(param->shape), ", got ", mask.str());
+  // The optimizer's span: the whole flat buffer at stage 0, this rank's partition from stage 1.
+  const int64_t lo = s_.zero_stage == 0 ? 0 : part_.begin();
+  const int64_t hi = s_.zero_stage == 0 ? part_.padded : part_.end();
+  if (exp_avg_mask_.empty()) exp_avg_mask_.assign(static_cast<size_t>(hi - lo), 1.f);
+  const std::vector<float> src = mask.to_vector();
+  for (int64_t i = 0; i < param->numel(); ++i) {
+    const int64_t at = param->flat_offset + i;
+    if (at >= lo && at < hi) exp_avg_mask_[static_cast<size_t>(at - lo)] = src[static_cast<size_t>(i)];
+  }
+  optimizer_->set_exp_avg_mask(exp_avg_mask_);
+}
+
 Tensor Engine::model_params() const {
   if (s_.zero_stage != 3) return mixed() ? params16_ : params_;
   if (!pswap_ || part_params_.defined()) return part_params_;

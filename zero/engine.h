@@ -250,6 +250,13 @@ class Engine : private nn::BlockHooks {
   const Tensor& flat_params() const { return params_; }  // padded length
   const Tensor& flat_grads() const { return grads_; }
   optim::Optimizer& optimizer() { return *optimizer_; }
+  // DeepSpeed's `exp_avg_mask` for the 1-bit optimizers (optim/optimizer.h), per parameter: `mask`
+  // (a host f32 tensor of the parameter's shape, 0 where the gradient is always exactly zero)
+  // multiplies that parameter's momentum after each compressed all-reduce; the other parameters
+  // are unmasked. Call it after construction, on every rank alike; again to change a mask.
+  // Throws naming the parameter (unknown name, wrong shape) or the optimizer (not OneBitAdam or
+  // OneBitLamb).
+  void set_exp_avg_mask(const std::string& param_name, const Tensor& mask);
   const BucketPlan& buckets() const { return buckets_; }
 
   // Bytes of model state this rank holds (ZeRO paper's accounting), and what the paper's formula
@@ -315,6 +322,7 @@ class Engine : private nn::BlockHooks {
   std::shared_ptr<void> device_scope_;  // on a GPU: keeps the engine's device current
   std::unique_ptr<precision::GradChecker> grad_check_;  // on a GPU: overflow + norm, one read
   Tensor part_grads_;       // stage 2: this rank's reduced gradient partition (grad_dtype)
+  std::vector<float> exp_avg_mask_;  // set_exp_avg_mask: over the optimizer's span (stage 0)
   Tensor grads16_;          // 16-bit grad_dtype, stages 0/1: the reduced gradients (padded)
   Tensor grad_scratch_;     // 16-bit grad_dtype: f32 copy of the own range for the optimizer
   std::vector<Tensor> staging_;  // 16-bit grad_dtype, stage 2: ring of bucket buffers

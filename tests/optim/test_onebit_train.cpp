@@ -88,6 +88,64 @@ double tail_mean(const std::vector<double>& v, int k) {
   return s / k;
 }
 
+// Engine::set_exp_avg_mask: token-embedding rows of ids the data never contains get no gradient
+// (the head is untied), so with the mask their momentum stays zero and the rows keep their initial
+// values through the compressed stage; without it, on 2+ ranks, the compression error moves them.
+TEST(OneBitTrain, ExpAvgMaskKeepsUnusedEmbeddingRows) {
+  comm::Communicator& c = world();
+  nn::GPTConfig cfg = test::small_gpt();
+  cfg.vocab_size = 80;  // pattern_data uses ids 0..63: rows 64..79 never see a gradient
+  cfg.tie_weights = false;
+  for (optim::OptimizerKind kind : {optim::OptimizerKind::onebit_adam, optim::OptimizerKind::onebit_lamb}) {
+    for (bool masked : {true, false}) {
+      zero::EngineSettings s = settings(kind);
+      s.onebit.freeze_step = 4;
+      s.onebit.weight_decay = 0.f;  // wte decays (a matrix): only the momentum may move its rows
+      nn::GPT model(cfg);
+      model.init_weights(42);
+      zero::Engine eng(model, s, &c);
+      Tensor mask = Tensor::zeros({80, cfg.n_embd});
+      float* m = mask.data<float>();
+      for (int64_t i = 0; i < 64 * cfg.n_embd; ++i) m[i] = 1.f;
+      if (masked) eng.set_exp_avg_mask("wte.weight", mask);
+      auto wte = [&model] {
+        for (nn::Parameter* p : model.parameters())
+          if (p->name == "wte.weight") return p->value.to_vector();
+        return std::vector<float>{};
+      };
+      const std::vector<float> before = wte();
+      io::TokenStream data = test::pattern_data();
+      io::WindowSampler sampler(data, s.micro_batch, 16, 7, c.rank(), c.world());
+      Tensor ids, tgt;
+      for (int i = 0; i < 12; ++i) {
+        sampler.next(ids, tgt);
+        eng.forward(ids, tgt);
+        eng.backward();
+        eng.step();
+      }
+      const std::vector<float> after = wte();
+      ASSERT_EQ(after.size(), size_t(80 * cfg.n_embd));
+      double unused = 0, used = 0;  // the largest change of a row never seen / seen in the data
+      for (size_t i = 0; i < after.size(); ++i) {
+        double& worst = i >= size_t(64 * cfg.n_embd) ? unused : used;
+        worst = std::max(worst, std::abs(double(after[i]) - before[i]));
+      }
+      SCOPED_TRACE(eng.optimizer().name() + (masked ? " with the mask" : " without"));
+      EXPECT_GT(used, 0.0) << "the rows of ids in the data train";
+      if (masked) {
+        EXPECT_EQ(unused, 0.0);
+      } else if (c.world() > 1) {
+        EXPECT_GT(unused, 0.0) << "compression error moves the rows no gradient reaches";
+      }
+    }
+  }
+  zero::EngineSettings s = settings(optim::OptimizerKind::onebit_adam);
+  nn::GPT model(cfg);
+  zero::Engine eng(model, s, &c);
+  EXPECT_THROW(eng.set_exp_avg_mask("wte.weights", Tensor::zeros({80, cfg.n_embd})), zt::Error);
+  EXPECT_THROW(eng.set_exp_avg_mask("wte.weight", Tensor::zeros({64, cfg.n_embd})), zt::Error);
+}
+
 TEST(OneBitTrain, WarmupIsAdamWBitwise) {
   zero::EngineSettings a = settings(optim::OptimizerKind::adam);
   zero::EngineSettings b = settings(optim::OptimizerKind::onebit_adam);
