@@ -11,6 +11,41 @@ namespace {
 [[noreturn]] void not_yet(const std::string& key, const std::string& what) {
   throw ConfigError("config key `" + key + "`: " + what + " is not supported yet");
 }
+
+DType dtype_of(io::DTypeName d, DType fallback) {
+  switch (d) {
+    case io::DTypeName::kFp32: return DType::f32;
+    case io::DTypeName::kFp16: return DType::f16;
+    case io::DTypeName::kBf16: return DType::bf16;
+    case io::DTypeName::kDefault: break;
+  }
+  return fallback;
+}
+DType weights_dtype(const io::Config& c) {
+  return c.fp16.enabled ? DType::f16 : c.bf16.enabled ? DType::bf16 : DType::f32;
+}
+
+// The dtype gradients are reduced (communicated) in, and stored in after the reduction: f32, or
+// the weights' 16-bit type when data_types.grad_accum_dtype says so (the window's gradient still
+// accumulates in f32 and is rounded once, at its reduction: zero/engine.cpp, launch_bucket).
+// DeepSpeed's communication_data_type names that dtype: the same value changes nothing; the
+// weights' 16-bit type with fp32 accumulation makes the reduction 16-bit (as DeepSpeed casts the
+// gradients to it around its reduction; here the reduced partition then stays 16-bit, which holds
+// the same values). Other combinations are refused by check_supported. `why`: set when refused.
+DType gradient_dtype(const io::Config& c, std::string* why = nullptr) {
+  const DType w = weights_dtype(c);
+  const io::DTypeName g = c.data_types.grad_accum_dtype;
+  const DType accum = (w != DType::f32 && (g == io::DTypeName::kFp16 || g == io::DTypeName::kBf16))
+                          ? w : DType::f32;
+  const DType comm = dtype_of(c.comm.communication_data_type, accum);
+  if (comm == accum) return accum;
+  if (accum == DType::f32 && comm == w) return w;
+  if (why)
+    *why = std::string(dtype_name(comm)) + " communication of " + dtype_name(accum) +
+           " gradients with " + dtype_name(w) + " weights (zerotrain reduces gradients in fp32 or "
+           "in the weights' 16-bit type)";
+  return accum;
+}
 }  // namespace
 
 // What device: auto / cuda cannot run yet (nullptr: nothing), named by its config key.
@@ -115,8 +150,16 @@ void check_supported(const io::Config& c) {
     not_yet("checkpoint.use_node_local_storage", "node-local checkpoint storage");
   if (c.checkpoint.parallel_write_pipeline_stage)
     not_yet("checkpoint.parallel_write.pipeline_stage", "pipeline-parallel checkpoint writing");
-  if (c.comm.communication_data_type != io::DTypeName::kDefault)
-    not_yet("communication_data_type", "a communication dtype");
+  {
+    std::string why;
+    (void)gradient_dtype(c, &why);
+    if (!why.empty()) not_yet("communication_data_type", why);
+    if (c.zero.stage == 2 && !c.zero.reduce_scatter && gradient_dtype(c) != DType::f32 &&
+        c.data_types.grad_accum_dtype != io::DTypeName::kFp16 &&
+        c.data_types.grad_accum_dtype != io::DTypeName::kBf16)
+      not_yet("zero_optimization.reduce_scatter",
+              "reduce_scatter: false with 16-bit communication_data_type");
+  }
   {
     io::DTypeName g = c.data_types.grad_accum_dtype;
     bool f16_ok = g == io::DTypeName::kFp16 && c.fp16.enabled;
@@ -223,9 +266,7 @@ EngineSettings engine_settings(const io::Config& c) {
   s.loss_scaler.consecutive_hysteresis = c.fp16.consecutive_hysteresis;
   s.loss_scaler.min_loss_scale = c.fp16.min_loss_scale;
   s.skip_nonfinite = c.bf16.enabled && c.bf16.check_grad_overflow;
-  if (s.model_dtype != DType::f32 && (c.data_types.grad_accum_dtype == io::DTypeName::kFp16 ||
-                                      c.data_types.grad_accum_dtype == io::DTypeName::kBf16))
-    s.grad_dtype = s.model_dtype;
+  s.grad_dtype = gradient_dtype(c);  // data_types.grad_accum_dtype, communication_data_type
   s.reduce_bucket_size = c.zero.reduce_bucket_size;
   s.overlap_comm = c.zero.overlap_comm;
   s.reduce_scatter = c.zero.reduce_scatter;
