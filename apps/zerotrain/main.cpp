@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
   auto* config = app.add_subcommand("config", "print the resolved configuration as YAML");
   config->add_option("file", cfg_path, "config file (YAML or JSON)")->required();
   config->add_option("--set", cfg_overrides, "override a key: a.b.c=value (repeatable)");
-  config->add_option("--world-size", cfg_world, "ranks to resolve batch sizes for (default 1)");
+  CLI::Option* cfg_world_opt =
+      config->add_option("--world-size", cfg_world, "ranks to resolve batch sizes for (default 1)");
 
   zt::app::LrOptions lopt;
   auto* lr = app.add_subcommand("lr", "print a config's learning-rate schedule, one line per step "
@@ -227,7 +228,14 @@ int main(int argc, char** argv) {
     }
     if (*config) {
       zt::io::Config c = zt::io::load_config(cfg_path, cfg_overrides);
-      zt::io::resolve_batch_sizes(c, cfg_world);
+      try {
+        zt::io::resolve_batch_sizes(c, cfg_world);
+      } catch (const zt::ConfigError& e) {
+        // A config written for a cluster: say how to resolve it for that many ranks here.
+        if (cfg_world_opt->count() > 0) throw;
+        throw zt::ConfigError(std::string(e.what()) +
+                              " (`zerotrain config` resolves for 1 rank: add --world-size N)");
+      }
       std::fputs(zt::io::dump_config(c).c_str(), stdout);
       return 0;
     }

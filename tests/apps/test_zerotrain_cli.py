@@ -87,6 +87,16 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("train", "--config", os.path.join(tmp, "nope.yaml"))
     check(r.returncode == 2 and "nope.yaml" in r.stderr, "missing config exits 2 naming it")
 
+    # Batch sizes fixed for a cluster: `config` resolves for 1 rank and says how to give the size.
+    big = os.path.join(tmp, "cluster.json")
+    with open(big, "w") as f:
+        f.write('{"train_batch_size": 256, "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 1}')
+    r = run("config", big)
+    check(r.returncode == 2 and "32 ranks" in r.stderr and "--world-size N" in r.stderr,
+          f"config of a 32-rank batch exits 2 suggesting --world-size ({r.stderr.strip()[-160:]})")
+    r = run("config", big, "--world-size", "32")
+    check(r.returncode == 0 and "train_batch_size: 256" in r.stdout, "config --world-size 32 resolves it")
+
     # Every DeepSpeed config under configs/deepspeed/ loads; training with it runs or is refused
     # only for what is not built yet, naming the key.
     dsdir = os.path.join(SRC, "configs", "deepspeed")
