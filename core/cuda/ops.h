@@ -27,12 +27,15 @@
 //                         grad scale folded in, 16-bit weight copy in the same pass) and the fused
 //                         overflow + sum-of-squares check, called by optim/ (step_tensors) and
 //                         precision/ (GradChecker); tests/gpu/test_cuda_optim.cpp
+//            core/nn      every layer and the GPT allocate activations, saved tensors and workspaces
+//                         where their inputs/parameters live (ensure_like); tests/gpu/test_cuda_nn
 //   missing  Lamb and the 1-bit optimizers on device (they throw "not
 //            implemented on CUDA yet"), the NCCL communicator (comm/), cuBLASLt bias/GELU
 //            epilogues, copies between two GPUs, the engine and config wiring (`device: cuda`;
 //            for the optimizer: calling step_tensors and GradChecker), and every performance
 //            pass (vector loads, fused and persistent kernels; see HOPPER.md) with the benchmark
-//            against PyTorch.
+//            against PyTorch; a device-side id range check (core/ops.cpp's require_ids copies the
+//            ids of every embedding and cross-entropy call down to the host: a sync each).
 #pragma once
 
 #include <cstdint>

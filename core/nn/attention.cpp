@@ -11,14 +11,6 @@
 #include "core/ops.h"
 
 namespace zt::nn {
-namespace {
-// ensure_shape (module.h) for a buffer that lives where `like` lives.
-void ensure_like(Tensor& t, const Shape& shape, DType dtype, const Tensor& like) {
-  if (!t.defined() || t.shape() != shape || t.dtype() != dtype || t.device() != like.device())
-    t = Tensor::empty(shape, dtype, like.device());
-}
-}  // namespace
-
 CausalSelfAttention::CausalSelfAttention(int64_t dim, int n_head)
     : dim_(dim), n_head_(n_head), qkv_(dim, 3 * dim), proj_(dim, dim) {
   ZT_CHECK(n_head > 0 && dim % n_head == 0, "CausalSelfAttention: width ", dim,

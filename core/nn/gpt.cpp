@@ -20,16 +20,16 @@ Block::Block(int64_t dim, int n_head) : ln1_(dim), attn_(dim, n_head), ln2_(dim)
 }
 
 const Tensor& Block::forward(const Tensor& x, int64_t batch, int64_t seq) {
-  ensure_shape(h_, x.shape());
-  ensure_shape(out_, x.shape());
+  ensure_like(h_, x.shape(), x);
+  ensure_like(out_, x.shape(), x);
   ops::add(x, attn_.forward(ln1_.forward(x), batch, seq), h_);
   ops::add(h_, mlp_.forward(ln2_.forward(h_)), out_);
   return out_;
 }
 
 const Tensor& Block::backward(const Tensor& dout) {
-  ensure_shape(dh_, dout.shape());
-  ensure_shape(dx_, dout.shape());
+  ensure_like(dh_, dout.shape(), dout);
+  ensure_like(dx_, dout.shape(), dout);
   // The residual passes dout straight through; the branch adds its own gradient. dout may share
   // storage with dx_ (see gpt.h): its last read is here, before anything writes dx_.
   ops::add(dout, ln2_.backward(mlp_.backward(dout)), dh_);
@@ -97,17 +97,23 @@ void GPT::init_weights(uint64_t seed) {
     return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0;
   };
   for (Parameter* p : parameters()) {
-    float* v = p->value.data<float>();
-    int64_t n = p->value.numel();
-    if (p->value.dim() == 1) {  // biases and LayerNorm
+    // The numbers are drawn on the host in f32; weights elsewhere (a GPU, another dtype) get them
+    // copied in, so every device starts from the same bits.
+    const bool in_place = p->value.device().is_cpu() && p->value.dtype() == DType::f32;
+    Tensor host = in_place ? p->value : Tensor::empty(p->value.shape());
+    float* v = host.data<float>();
+    int64_t n = host.numel();
+    if (host.dim() == 1) {  // biases and LayerNorm
       bool ln_weight = ends_with(p->name, "ln1.weight") || ends_with(p->name, "ln2.weight") ||
                        ends_with(p->name, "ln_f.weight");
       std::fill(v, v + n, ln_weight ? 1.f : 0.f);
-      continue;
+    } else {
+      bool residual =
+          ends_with(p->name, "attn.proj.weight") || ends_with(p->name, "mlp.proj.weight");
+      double std = residual ? residual_std : cfg_.init_std;
+      for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(std * normal());
     }
-    bool residual = ends_with(p->name, "attn.proj.weight") || ends_with(p->name, "mlp.proj.weight");
-    double std = residual ? residual_std : cfg_.init_std;
-    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(std * normal());
+    if (!in_place) ops::copy(host, p->value);
   }
 }
 
@@ -128,7 +134,7 @@ std::vector<Parameter*> GPT::unit_parameters(int unit) {
 // ---- checkpointing: the buffer loan (see gpt.h) -------------------------------------------------
 // Lends block i the shared set of its position in its segment for the loan's lifetime: swaps the
 // handles of its activation buffers with the set's (the block then computes in the shared storage,
-// and ensure_shape finds it the right shape), and swaps them back at the end, exceptions included.
+// and ensure_like finds it the right shape), and swaps them back at the end, exceptions included.
 // A block that is not checkpointed keeps its own buffers: the loan does nothing.
 class GPT::BufferLoan {
  public:
@@ -161,24 +167,35 @@ float GPT::forward(const Tensor& ids, const Tensor& targets, BlockHooks* hooks) 
   BlockHooks none;
   BlockHooks& h = hooks ? *hooks : none;
 
-  // Rebuild when B*T or T changed ([2, 4] then [1, 8] keeps B*T): the last cached id is T_old - 1.
-  if (!pos_ids_.defined() || pos_ids_.numel() != rows ||
-      (rows > 0 && pos_ids_.data<int32_t>()[rows - 1] != seq_ - 1)) {
-    pos_ids_ = Tensor::empty({rows}, DType::i32);
-    int32_t* p = pos_ids_.data<int32_t>();
+  // Position ids 0..T-1 per sequence, on the ids' device: built on the host and copied up once
+  // per shape, then cached. Rebuilt when B*T, T or the device changed ([2, 4] then [1, 8] keeps
+  // B*T); the key is kept on the host, so checking it never reads the device.
+  if (!pos_ids_.defined() || pos_ids_.numel() != rows || pos_seq_ != seq_ ||
+      pos_ids_.device() != ids.device()) {
+    Tensor host = Tensor::empty({rows}, DType::i32);
+    int32_t* p = host.data<int32_t>();
     for (int64_t i = 0; i < rows; ++i) p[i] = static_cast<int32_t>(i % seq_);
+    if (ids.device().is_cpu()) {
+      pos_ids_ = host;
+    } else {
+      pos_ids_ = Tensor::empty({rows}, DType::i32, ids.device());
+      ops::copy(host, pos_ids_);
+    }
+    pos_seq_ = seq_;
   }
   h.before_forward(0);
+  const Tensor& tok = wte_.forward(ids.view({rows}));  // the activations' device and dtype
+  const Tensor& pos = wpe_.forward(pos_ids_);
   if (segments_.empty()) {
-    ensure_shape(x0_, {rows, C});
+    ensure_like(x0_, {rows, C}, tok);
   } else {
     // Boundaries start on 64-byte lines like any allocation, so a kernel sees the same alignment
     // in the forward and in the recompute.
     boundary_stride_ = (rows * C + 15) / 16 * 16;
-    ensure_shape(boundaries_, {static_cast<int64_t>(segments_.size()) + 1, boundary_stride_});
+    ensure_like(boundaries_, {static_cast<int64_t>(segments_.size()) + 1, boundary_stride_}, tok);
     x0_ = boundary(0);  // the first segment's input: the embedding writes it in place
   }
-  ops::add(wte_.forward(ids.view({rows})), wpe_.forward(pos_ids_), x0_);
+  ops::add(tok, pos, x0_);
   h.after_forward(0);
 
   Tensor x = x0_;  // a handle: a checkpointed block's output lives in a shared set
@@ -201,11 +218,13 @@ float GPT::forward(const Tensor& ids, const Tensor& targets, BlockHooks* hooks) 
   const int head = cfg_.n_layer + 1;
   h.before_forward(head);
   const Tensor& xf = ln_f_.forward(x);
-  ensure_shape(logits_, {rows, V});
+  ensure_like(logits_, {rows, V}, xf);
   if (lm_head_) ops::copy(lm_head_->forward(xf), logits_);
   else ops::matmul(xf, wte_.weight().value, logits_, false, true);  // logits = xf wte^T
-  ensure_shape(probs_, {rows, V});
+  ensure_like(probs_, {rows, V}, logits_);
   targets_ = targets.view({rows});
+  // The one host read of a forward: the loss is a host float, so on a GPU this waits for the
+  // stream (cross_entropy_forward synchronises); the engine counts on it.
   float loss = ops::cross_entropy_forward(logits_, targets_, probs_);
   h.after_forward(head);
   return loss;
@@ -219,13 +238,13 @@ void GPT::backward(float dloss, BlockHooks* hooks) {
 
   const int head = cfg_.n_layer + 1;
   h.before_backward(head);
-  ensure_shape(dlogits_, {rows, V});
+  ensure_like(dlogits_, {rows, V}, probs_);
   ops::cross_entropy_backward(probs_, targets_, dloss, dlogits_);
   const Tensor* dx;
   if (lm_head_) {
     dx = &lm_head_->backward(dlogits_);
   } else {
-    ensure_shape(dx_, {rows, C});
+    ensure_like(dx_, {rows, C}, dlogits_);
     Parameter& w = wte_.weight();
     ops::matmul(dlogits_, w.value, dx_);                                // dxf = dlogits wte
     ops::matmul(dlogits_, ln_f_.forward_output(), w.grad, true, false, 1.f, 1.f);  // dwte += dlogits^T xf

@@ -14,7 +14,7 @@
 // final LayerNorm's input); backward, reaching a segment, reruns its forward from the saved input
 // (bit for bit the same: the ops are deterministic) and then runs its backward.
 //
-// Where the memory goes: layers keep their buffers as members (ensure_shape), so "not keeping"
+// Where the memory goes: layers keep their buffers as members (ensure_like), so "not keeping"
 // them means sharing them. A checkpointed block borrows its activation buffers (Module::
 // activation_buffers: forward outputs, saved-input handles, backward workspaces) from one set per
 // position in a segment, shared by every segment, for the length of each forward, recompute or
@@ -97,6 +97,10 @@ class GPT : public Module {
   void init_weights(uint64_t seed);
 
   // ids, targets: i32 [B, T]. Returns the mean cross-entropy loss (targets < 0 ignored).
+  // Devices: the model computes where its parameters are; ids and targets must be there too (the
+  // engine copies batches up). Every activation follows (module.h, ensure_like). On a GPU the
+  // returned loss is read back, so forward waits for the stream there; core/nn reads nothing else
+  // back (the ops' id range checks still copy ids down: core/ops.cpp, require_ids).
   float forward(const Tensor& ids, const Tensor& targets, BlockHooks* hooks = nullptr);
   // Logits [B*T, V] of the last forward (for sampling / evaluation).
   const Tensor& logits() const { return logits_; }
@@ -123,6 +127,7 @@ class GPT : public Module {
   std::unique_ptr<Linear> lm_head_;  // only when not tied
   int64_t batch_ = 0, seq_ = 0;
   Tensor pos_ids_, x0_, logits_, probs_, targets_, dlogits_, dx_;
+  int64_t pos_seq_ = 0;  // the T that pos_ids_ was built for (its cache key, with numel and device)
 
   // ---- activation checkpointing (gpt.cpp, "checkpointing")
   class BufferLoan;

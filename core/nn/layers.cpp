@@ -1,4 +1,7 @@
 // core/nn/layers.cpp: Linear, Embedding, LayerNorm, GELU, MLP.
+// Every buffer follows the device and dtype of what it is computed from (ensure_like, module.h):
+// outputs and saved tensors follow the input, input gradients the incoming gradient, the
+// embedding's output its table. The ops (core/ops.h) then run wherever the tensors are.
 #include "core/nn/layers.h"
 
 #include "core/ops.h"
@@ -25,7 +28,7 @@ const Tensor& Linear::forward(const Tensor& x) {
   ZT_CHECK(x.dim() >= 1 && x.size(-1) == in_, "Linear(", in_, " -> ", out_, "): input ", x.str(),
            " should end in ", in_);
   x_ = x;
-  ensure_shape(y_, with_last(x.shape(), out_));
+  ensure_like(y_, with_last(x.shape(), out_), x);
   Tensor x2 = x.view({rows_of(x), in_});
   Tensor y2 = y_.view({rows_of(x), out_});
   ops::matmul(x2, weight_->value, y2, false, true);
@@ -38,7 +41,7 @@ const Tensor& Linear::backward(const Tensor& dy) {
   int64_t rows = rows_of(x_);
   Tensor dy2 = dy.view({rows, out_});
   Tensor x2 = x_.view({rows, in_});
-  ensure_shape(dx_, x_.shape());
+  ensure_like(dx_, x_.shape(), dy);
   Tensor dx2 = dx_.view({rows, in_});
   ops::matmul(dy2, weight_->value, dx2);                       // dx = dy W
   ops::matmul(dy2, x2, weight_->grad, true, false, 1.f, 1.f);  // dW += dy^T x
@@ -54,7 +57,7 @@ Embedding::Embedding(int64_t num, int64_t dim) : num_(num), dim_(dim) {
 
 const Tensor& Embedding::forward(const Tensor& ids) {
   ids_ = ids;
-  ensure_shape(y_, {ids.numel(), dim_});
+  ensure_like(y_, {ids.numel(), dim_}, weight_->value);  // ids are i32: follow the table
   ops::embedding_forward(ids, weight_->value, y_);
   return y_;
 }
@@ -74,16 +77,16 @@ LayerNorm::LayerNorm(int64_t dim, float eps) : dim_(dim), eps_(eps) {
 
 const Tensor& LayerNorm::forward(const Tensor& x) {
   x_ = x;
-  ensure_shape(y_, x.shape());
-  ensure_shape(mean_, {rows_of(x)});
-  ensure_shape(rstd_, {rows_of(x)});
+  ensure_like(y_, x.shape(), x);
+  ensure_like(mean_, {rows_of(x)}, DType::f32, x);  // statistics stay f32 in every dtype
+  ensure_like(rstd_, {rows_of(x)}, DType::f32, x);
   ops::layernorm_forward(x, weight_->value, bias_->value, y_, mean_, rstd_, eps_);
   return y_;
 }
 
 const Tensor& LayerNorm::backward(const Tensor& dy) {
   ZT_CHECK(x_.defined(), "LayerNorm::backward without a forward");
-  ensure_shape(dx_, x_.shape());
+  ensure_like(dx_, x_.shape(), dy);
   ops::layernorm_backward(dy, x_, weight_->value, mean_, rstd_, dx_, weight_->grad, bias_->grad);
   return dx_;
 }
@@ -95,14 +98,14 @@ GELU::GELU() {
 
 const Tensor& GELU::forward(const Tensor& x) {
   x_ = x;
-  ensure_shape(y_, x.shape());
+  ensure_like(y_, x.shape(), x);
   ops::gelu_forward(x, y_);
   return y_;
 }
 
 const Tensor& GELU::backward(const Tensor& dy) {
   ZT_CHECK(x_.defined(), "GELU::backward without a forward");
-  ensure_shape(dx_, x_.shape());
+  ensure_like(dx_, x_.shape(), dy);
   ops::gelu_backward(x_, dy, dx_);
   return dx_;
 }

@@ -5,8 +5,20 @@
 
 namespace zt::nn {
 
+void ensure_like(Tensor& t, const Shape& shape, DType dtype, const Tensor& like) {
+  ZT_CHECK(like.defined(), "ensure_like: the tensor to follow (device, dtype) is undefined");
+  const Device device = like.device();
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype || t.device() != device)
+    t = Tensor::empty(shape, dtype, device);
+}
+
+void ensure_like(Tensor& t, const Shape& shape, const Tensor& like) {
+  ensure_like(t, shape, like.dtype(), like);
+}
+
 void ensure_shape(Tensor& t, const Shape& shape, DType dtype) {
-  if (!t.defined() || t.shape() != shape || t.dtype() != dtype) t = Tensor::empty(shape, dtype);
+  if (!t.defined() || t.shape() != shape || t.dtype() != dtype || !t.device().is_cpu())
+    t = Tensor::empty(shape, dtype);
 }
 
 void Parameter::rebind(Tensor new_value, Tensor new_grad, bool copy_value) {

@@ -474,8 +474,67 @@ TEST(CoreNN, RebindWithoutCopyAndShapeErrors) {
   EXPECT_THROW(w.rebind(Tensor::zeros({6}), Tensor::zeros({7})), Error);
 }
 
+// ---- buffers follow the tensors they are computed from (ensure_like) -----------------------------
+TEST(CoreNN, EnsureLikeReallocatesOnlyWhenShapeDtypeOrDeviceChange) {
+  const Tensor f32 = Tensor::zeros({3, 4}), bf16 = Tensor::zeros({2}, DType::bf16);
+  Tensor t;
+  nn::ensure_like(t, {5, 2}, f32);
+  EXPECT_EQ(t.shape(), (Shape{5, 2}));
+  EXPECT_EQ(t.dtype(), DType::f32);
+  EXPECT_TRUE(t.device().is_cpu());
+  const void* first = t.raw();
+  nn::ensure_like(t, {5, 2}, f32);  // steady state: the same storage
+  EXPECT_EQ(t.raw(), first);
+  nn::ensure_like(t, {5, 2}, bf16);  // follows the dtype of `like`
+  EXPECT_EQ(t.dtype(), DType::bf16);
+  nn::ensure_like(t, {5, 2}, DType::f32, bf16);  // or the one asked for (LayerNorm's statistics)
+  EXPECT_EQ(t.dtype(), DType::f32);
+  nn::ensure_like(t, {10}, f32);
+  EXPECT_EQ(t.shape(), (Shape{10}));
+  EXPECT_THROW(nn::ensure_like(t, {1}, Tensor()), Error);
+}
+
+TEST(CoreNN, ActivationsFollowTheParameters) {
+  // After a forward and backward on the CPU every buffer a layer kept is a host tensor in the
+  // parameters' dtype (the GPU side of this: tests/gpu/test_cuda_nn.cpp).
+  std::mt19937_64 rng(23);
+  for (bool ckpt : {false, true}) {
+    GPTConfig c = tiny_config(true);
+    c.checkpoint_activations = ckpt;
+    GPT m(c);
+    randomize(m, rng);
+    Batch b = make_batch(2, 5, 11, rng);
+    m.forward(b.ids, b.targets);
+    m.backward();
+    for (Tensor* t : m.activation_buffers()) {
+      if (t->defined()) {
+        // Saved ids (the embeddings') stay i32; everything else is f32 like the parameters.
+        EXPECT_TRUE(t->device().is_cpu() && (t->dtype() == DType::f32 || t->dtype() == DType::i32))
+            << t->str();
+      }
+    }
+  }
+}
+
 // ---- init
 // ------------------------------------------------------------------------------------------
+TEST(CoreNN, InitWeightsIntoParametersOfAnotherDtype) {
+  // Weights not held as host f32 (a GPU, a 16-bit copy) get the host's f32 draws copied in: the
+  // same numbers, rounded once.
+  GPTConfig c = tiny_config(false);
+  GPT a(c), b(c);
+  for (Parameter* p : b.parameters())
+    p->rebind(Tensor::empty(p->shape, DType::bf16), Tensor::zeros(p->shape, DType::bf16), false);
+  a.init_weights(11);
+  b.init_weights(11);
+  std::vector<Parameter*> pa = a.parameters(), pb = b.parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    ASSERT_EQ(pb[i]->value.dtype(), DType::bf16);
+    EXPECT_EQ(pb[i]->value.to_vector(), pa[i]->value.to(DType::bf16).to_vector()) << pa[i]->name;
+  }
+}
+
 TEST(CoreNN, InitWeightsStatistics) {
   GPTConfig c;  // the `tiny` config: 4 layers, 128 wide, vocab 256, T 128
   c.tie_weights = false;
