@@ -27,7 +27,7 @@
 //                         grad scale folded in, 16-bit weight copy in the same pass) and the fused
 //                         overflow + sum-of-squares check, called by optim/ (step_tensors) and
 //                         precision/ (GradChecker); tests/gpu/test_cuda_optim.cpp
-//            core/nn      every layer and the GPT allocate activations, saved tensors and workspaces
+//            core/nn      every layer and the GPT put activations, saved tensors and workspaces
 //                         where their inputs/parameters live (ensure_like); tests/gpu/test_cuda_nn
 //   missing  Lamb and the 1-bit optimizers on device (they throw "not
 //            implemented on CUDA yet"), the NCCL communicator (comm/), cuBLASLt bias/GELU
@@ -58,9 +58,23 @@ void gelu_forward(const Tensor& x, Tensor& out);
 void gelu_backward(const Tensor& x, const Tensor& dout, Tensor& dx);
 
 // blas.cpp (cuBLASLt): out[i] = alpha op(a[i]) op(b[i]) + beta out[i], row-major, b shared by every
-// batch when b_shared.
+// batch when b_shared. a, b one dtype; out that dtype or f32 (f32 sums either way).
 void matmul(const Tensor& a, const Tensor& b, Tensor& out, int64_t batch, int64_t m, int64_t n,
             int64_t k, bool trans_a, bool trans_b, float alpha, float beta, bool b_shared);
+// blas.cpp: the fused products behind core/ops.h's linear_* (x [rows, k], w [n, k], dout [rows, n];
+// core/ops.cpp has checked shapes and dtypes). Each returns false having done nothing when it
+// cannot fuse (fused epilogues off, an empty product, N % 8 for GELU's aux, or cuBLASLt has no
+// algorithm for the case); core/ops.cpp then runs the unfused composition.
+//   linear_forward_fused: out = x w^T + bias (BIAS), or pre = that and out = gelu(pre) (GELU_AUX[_BIAS]).
+//   weight_grad_fused:    dw += dout^T x and dbias += column sums of dout (BGRADB into a scratch
+//                         vector of dw's dtype, then added: the epilogue writes, never accumulates).
+//   linear_dgelu_fused:   dpre = gelu'(pre) * (dout w) (DGELU), pre [rows, k].
+bool linear_forward_fused(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
+                          Tensor* pre, int64_t rows, int64_t n, int64_t k);
+bool weight_grad_fused(const Tensor& dout, const Tensor& x, Tensor& dw, Tensor& dbias,
+                       int64_t rows, int64_t n, int64_t k);
+bool linear_dgelu_fused(const Tensor& dout, const Tensor& w, const Tensor& pre, Tensor& dpre,
+                        int64_t rows, int64_t n, int64_t k);
 
 // nn.cu
 void layernorm_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& out,

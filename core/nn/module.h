@@ -41,7 +41,7 @@ struct Parameter {
 // Makes `t` a tensor of `shape` on the device of `like` (the input or parameter it is computed
 // from), in `like`'s dtype or the one given, reallocating only when shape, dtype or device changed.
 // Layers keep their activation buffers across steps this way (no allocation in the steady state),
-// and a model whose parameters and inputs are on a GPU computes there with no layer naming a device.
+// and a model whose parameters and inputs are on a GPU computes there, no layer naming a device.
 void ensure_like(Tensor& t, const Shape& shape, const Tensor& like);
 void ensure_like(Tensor& t, const Shape& shape, DType dtype, const Tensor& like);
 // The host-only form: an f32 (or `dtype`) tensor of `shape` on the CPU.

@@ -474,7 +474,7 @@ TEST(CoreNN, RebindWithoutCopyAndShapeErrors) {
   EXPECT_THROW(w.rebind(Tensor::zeros({6}), Tensor::zeros({7})), Error);
 }
 
-// ---- buffers follow the tensors they are computed from (ensure_like) -----------------------------
+// ---- buffers follow the tensors they are computed from (ensure_like) ---------------------------
 TEST(CoreNN, EnsureLikeReallocatesOnlyWhenShapeDtypeOrDeviceChange) {
   const Tensor f32 = Tensor::zeros({3, 4}), bf16 = Tensor::zeros({2}, DType::bf16);
   Tensor t;

@@ -12,6 +12,11 @@
 // Tolerances are stated per test and have never been measured (no session with a GPU has run this
 // yet): a GPU session that finds one too tight should widen it with the numbers it saw.
 // Without a GPU every test skips itself, saying why.
+#include "core/cuda/device.h"
+#include "core/nn/gpt.h"
+#include "core/ops.h"
+#include "core/tensor.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -20,11 +25,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include "core/cuda/device.h"
-#include "core/nn/gpt.h"
-#include "core/ops.h"
-#include "core/tensor.h"
 
 namespace zt {
 namespace {
@@ -58,7 +58,8 @@ Tensor rand_host(Shape shape, std::mt19937_64& rng, float scale = 1.f) {
 
 Tensor ids_host(Shape shape, int32_t limit, std::mt19937_64& rng) {
   Tensor t = Tensor::empty(std::move(shape), DType::i32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = static_cast<int32_t>(rng() % limit);
+  int32_t* p = t.data<int32_t>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<int32_t>(rng() % limit);
   return t;
 }
 
@@ -176,7 +177,7 @@ TEST(CudaNN, LayersMatchTheCpuF32) {
   }
 }
 
-// ---- the tiny GPT --------------------------------------------------------------------------------
+// ---- the tiny GPT ------------------------------------------------------------------------------
 nn::GPTConfig tiny(bool tied, bool checkpointed) {
   nn::GPTConfig c;
   c.n_layer = 2;
