@@ -100,7 +100,7 @@ void expect_close(const Tensor& got, const Tensor& want, double tol, const std::
   const std::vector<float> g = host_values(got), w = host_values(want);
   ASSERT_EQ(g.size(), w.size()) << what;
   const double d = rel_max_diff(g, w);
-  EXPECT_LT(d, tol) << what << ": differs by " << d << " of its largest value";
+  EXPECT_LE(d, tol) << what << ": differs by " << d << " of its largest value";
 }
 
 // Every activation buffer that holds something lives on `d` (none was left on the host).
