@@ -47,14 +47,11 @@ void require_rows_cols(const char* op, const Tensor& t, int64_t rows, int64_t co
 }
 void require_ids(const char* op, const Tensor& ids, int64_t limit, bool allow_negative) {
   ZT_CHECK(ids.dtype() == DType::i32, op, ": ids must be i32, got ", ids.str());
-  // cuda: ids on a GPU are checked on a host copy (a small sync; an out-of-range id would be an
-  // illegal address that kills the CUDA context). A device-side check is left for tuning.
-  Tensor host = ids;
-  if (ids.device().is_cuda()) {
-    host = Tensor::empty(ids.shape(), DType::i32);
-    cuda::copy(ids, host);
-  }
-  const int32_t* p = host.data<int32_t>();
+  // cuda: ids on a GPU are not read here (a host copy would synchronise every op): the kernels
+  // skip an out-of-range id and record it, and cuda::check_ids() reports it, which the loss's
+  // read (cross_entropy_forward) does after its own sync (core/cuda/ops.h).
+  if (ids.device().is_cuda()) return;
+  const int32_t* p = ids.data<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {
     bool ok = (p[i] >= 0 || allow_negative) && p[i] < limit;
     ZT_CHECK(ok, op, ": id ", p[i], " at position ", i, " is out of range [0, ", limit, ")");

@@ -120,6 +120,30 @@ __global__ void softmax_backward_kernel(const T* y, const T* dy, T* dx, int64_t 
     dx[base + c] = from_f32<T>(to_f32(y[base + c]) * (to_f32(dy[base + c]) - dot));
 }
 
+// ---- ids out of range --------------------------------------------------------------------------
+// The kernels never index with an id outside [0, limit) (it would be an illegal address, which
+// ends the CUDA context); they skip it (embedding rows of zeros, no loss) and record the first one
+// here. check_ids() reports it as an error; cross_entropy_forward calls it after the sync it does
+// anyway to return the loss, so a step costs no extra synchronisation for the check (the CPU
+// backend checks before each op: core/ops.cpp require_ids).
+struct BadId {
+  int op;  // 0: none; 1 embedding_forward, 2 embedding_backward_acc, 3 cross_entropy_forward
+  int id;
+  long long pos, limit;
+};
+__device__ BadId g_bad_id;
+
+__device__ void record_bad_id(int op, int id, long long pos, long long limit) {
+  if (atomicCAS(&g_bad_id.op, 0, -1) == 0) {  // first one wins; fields before the op is visible
+    g_bad_id.id = id;
+    g_bad_id.pos = pos;
+    g_bad_id.limit = limit;
+    __threadfence();
+    atomicExch(&g_bad_id.op, op);
+  }
+}
+__device__ bool id_ok(int32_t id, int64_t limit) { return id >= 0 && id < limit; }
+
 // probs = softmax(logits); loss[r] = log(sum exp(a - max)) - (a[t] - max), in double as the CPU.
 template <typename T>
 __global__ void cross_entropy_forward_kernel(const T* logits, const int32_t* targets, T* probs,
@@ -139,7 +163,10 @@ __global__ void cross_entropy_forward_kernel(const T* logits, const int32_t* tar
     p[c] = from_f32<T>(expf(to_f32(a[c]) - mx) * inv);
   if (threadIdx.x == 0) {
     const int32_t t = targets[r];
-    loss[r] = t >= 0 ? log(static_cast<double>(s)) - static_cast<double>(to_f32(a[t]) - mx) : 0.0;
+    if (t >= vocab) record_bad_id(3, t, r, vocab);
+    loss[r] = t >= 0 && t < vocab
+                  ? log(static_cast<double>(s)) - static_cast<double>(to_f32(a[t]) - mx)
+                  : 0.0;
   }
 }
 
@@ -171,11 +198,17 @@ __global__ void cross_entropy_backward_kernel(const T* probs, const int32_t* tar
 // ---- embedding ----------------------------------------------------------------------------------
 template <typename T>
 __global__ void embedding_forward_kernel(const int32_t* ids, const T* table, T* out, int64_t n,
-                                         int64_t cols) {
+                                         int64_t cols, int64_t vocab) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
-    out[i] = table[static_cast<int64_t>(ids[r]) * cols + c];
+    const int32_t id = ids[r];
+    if (!id_ok(id, vocab)) {
+      if (c == 0) record_bad_id(1, id, r, vocab);
+      out[i] = from_f32<T>(0.f);
+      continue;
+    }
+    out[i] = table[static_cast<int64_t>(id) * cols + c];
   }
 }
 
@@ -183,11 +216,15 @@ __global__ void embedding_forward_kernel(const int32_t* ids, const T* table, T* 
 // rows whose id % kEmbBuckets == b. One writer per table element, additions in row order.
 template <typename T>
 __global__ void embedding_backward_kernel(const int32_t* ids, const T* dout, T* dtable,
-                                          int64_t rows, int64_t cols) {
+                                          int64_t rows, int64_t cols, int64_t vocab) {
   const int64_t c = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t id = ids[r];
+    if (!id_ok(ids[r], vocab)) {
+      if (blockIdx.x == 0 && c == 0) record_bad_id(2, ids[r], r, vocab);
+      continue;
+    }
     if (id % kEmbBuckets != blockIdx.x) continue;
     T* t = dtable + id * cols + c;
     *t = from_f32<T>(to_f32(*t) + to_f32(dout[r * cols + c]));
@@ -260,7 +297,8 @@ void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out) {
   if (n == 0) return;
   ZT_CUDA_DISPATCH_FLOAT(table.dtype(), "embedding_forward",
                          embedding_forward_kernel<T><<<grid_for(n, 256), 256, 0, stream()>>>(
-                             cp<int32_t>(ids), cp<T>(table), mp<T>(out), n, cols));
+                             cp<int32_t>(ids), cp<T>(table), mp<T>(out), n, cols,
+                             table.size(0)));
   ZT_CUDA_CHECK_LAST();
 }
 
@@ -270,8 +308,22 @@ void embedding_backward_acc(const Tensor& ids, const Tensor& dout, Tensor& dtabl
   const dim3 grid(kEmbBuckets, static_cast<unsigned>((cols + 255) / 256));
   ZT_CUDA_DISPATCH_FLOAT(dtable.dtype(), "embedding_backward_acc",
                          embedding_backward_kernel<T><<<grid, 256, 0, stream()>>>(
-                             cp<int32_t>(ids), cp<T>(dout), mp<T>(dtable), rows, cols));
+                             cp<int32_t>(ids), cp<T>(dout), mp<T>(dtable), rows, cols,
+                             dtable.size(0)));
   ZT_CUDA_CHECK_LAST();
+}
+
+void check_ids() {
+  BadId h{};
+  ZT_CUDA_CHECK(cudaMemcpyFromSymbol(&h, g_bad_id, sizeof(h)));
+  if (h.op == 0) return;
+  const BadId none{};
+  ZT_CUDA_CHECK(cudaMemcpyToSymbol(g_bad_id, &none, sizeof(none)));
+  static const char* const names[] = {"?", "embedding_forward", "embedding_backward_acc",
+                                      "cross_entropy_forward"};
+  throw Error(::zt::detail::str_cat(names[h.op >= 1 && h.op <= 3 ? h.op : 0], ": id ", h.id,
+                              " at position ", h.pos, " is out of range [0, ", h.limit,
+                              ") (found on the GPU; the op skipped it)"));
 }
 
 float cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& probs,
@@ -294,6 +346,7 @@ float cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor&
   ZT_CUDA_CHECK(cudaMemcpyAsync(h_t.data(), targets.raw(), rows * sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, stream()));
   ZT_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  check_ids();  // this batch's embedding lookups and targets (no further sync)
   double total = 0.0;
   int64_t count = 0;
   for (int64_t r = 0; r < rows; ++r) {

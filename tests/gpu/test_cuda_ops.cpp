@@ -335,6 +335,42 @@ TEST_P(CudaOps, ClearErrorsForMixedDevicesAndMissingOps) {
   }
 }
 
+// Ids on the GPU are not copied to the host per op: the kernels skip an out-of-range id and the
+// next loss (cross_entropy_forward, which synchronises anyway) reports the first one, then forgets.
+TEST_P(CudaOps, OutOfRangeIdsAreSkippedAndReportedAtTheLoss) {
+  const int64_t V = 10, C = 8, n = 5;
+  auto ids_on_gpu = [&](std::vector<int32_t> v) {
+    Tensor h = Tensor::empty({n}, DType::i32);
+    std::copy(v.begin(), v.end(), h.data<int32_t>());
+    Tensor d = Tensor::empty({n}, DType::i32, Device::cuda());
+    ops::copy(h, d);
+    return d;
+  };
+  Tensor table = to_gpu(rand_host({V, C}, 70), dt());
+  Tensor out = Tensor::empty({n, C}, dt(), Device::cuda());
+  ops::embedding_forward(ids_on_gpu({1, 2, 3, 99, 4}), table, out);  // no throw, no sync
+  Tensor got = Tensor::empty({n, C});
+  ops::copy(out, got);
+  for (int64_t c = 0; c < C; ++c) EXPECT_EQ(got.data<float>()[3 * C + c], 0.f) << "skipped row";
+  Tensor logits = to_gpu(rand_host({n, V}, 71), dt());
+  Tensor probs = Tensor::empty({n, V}, dt(), Device::cuda());
+  const Tensor good = ids_on_gpu({0, 1, 2, 3, -1});
+  auto loss_error = [&](const Tensor& targets) -> std::string {
+    try {
+      ops::cross_entropy_forward(logits, targets, probs);
+    } catch (const zt::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(loss_error(good).find("embedding_forward: id 99 at position 3 is out of range [0, 10)"),
+            std::string::npos);
+  EXPECT_EQ(loss_error(good), "") << "reported once";
+  EXPECT_NE(loss_error(ids_on_gpu({0, 1, 12, 3, 4})).find("cross_entropy_forward: id 12 at position 2"),
+            std::string::npos);
+  EXPECT_EQ(loss_error(good), "");
+}
+
 TEST_P(CudaOps, OpsRunOnTheCurrentStream) {
   zt::cuda::Stream s = zt::cuda::Stream::create(0);
   Tensor a = rounded(rand_host({64, 48}, 60), dt()), b = rounded(rand_host({48, 32}, 61), dt());
