@@ -33,13 +33,15 @@ std::string generate_bytes(nn::GPT& model, const std::string& prompt, int n, dou
   std::mt19937_64 rng(seed);
   std::string out;
   std::vector<double> p(V);
+  Tensor last = Tensor::empty({V});  // the last position's logits, on the host
   for (int i = 0; i < n; ++i) {
     const int64_t t = std::min<int64_t>(static_cast<int64_t>(ctx.size()), T);
     Tensor ids = Tensor::empty({1, t}, DType::i32), tgt = Tensor::empty({1, t}, DType::i32);
     std::copy(ctx.end() - t, ctx.end(), ids.data<int32_t>());
     std::fill_n(tgt.data<int32_t>(), t, -1);  // no targets: only the logits are wanted
     model.forward(ids, tgt);
-    const float* logits = model.logits().data<float>() + (t - 1) * V;
+    ops::copy(model.logits().flat_view((t - 1) * V, {V}), last);  // from a GPU model too
+    const float* logits = last.data<float>();
     int next = 0;
     if (temperature <= 0.0) {
       next = static_cast<int>(std::max_element(logits, logits + V) - logits);

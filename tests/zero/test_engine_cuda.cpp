@@ -100,8 +100,10 @@ void compare_one_backward(DType dtype, double loss_tol, double grad_tol) {
 
 TEST(EngineCuda, GptLossAndGradientsMatchTheCpuF32) {
   ZT_REQUIRE_GPU();
-  // True f32 on both sides; the GPU sums in another order (matmul, LayerNorm, softmax rows).
-  compare_one_backward(DType::f32, 1e-5, 1e-4);
+  // f32 weights and activations on both sides, but the GPU's attention is cuDNN's fused kernel,
+  // which computes in bf16 (core/cuda/attention.h: f32 inputs are cast): bf16 tolerances, as the
+  // issue asks ("to bf16 tolerance"); the layers alone are compared in f32 by tests/gpu.
+  compare_one_backward(DType::f32, 5e-3, 3e-2);
 }
 
 TEST(EngineCuda, GptLossAndGradientsMatchTheCpuBf16) {
@@ -151,19 +153,19 @@ void compare_training(int stage, DType dtype, double loss_tol, double param_tol)
   ::testing::Test::RecordProperty("worst_relative_loss_difference", std::to_string(worst));
 }
 
-// f32: Adam divides by sqrt(v), so summation-order differences of ~1e-7 grow over 20 steps; the
-// MPI suites allow 1e-5 between reduction orders, a GPU's kernels differ in more places.
+// f32: the attention runs in bf16 on the GPU (see above), and Adam divides by sqrt(v), so the
+// differences grow over 20 steps: the bf16 runs' tolerances.
 TEST(EngineCuda, Stage0TrainsLikeTheCpuF32) {
   ZT_REQUIRE_GPU();
-  compare_training(0, DType::f32, 1e-4, 1e-3);
+  compare_training(0, DType::f32, 5e-3, 1e-2);
 }
 TEST(EngineCuda, Stage1TrainsLikeTheCpuF32) {
   ZT_REQUIRE_GPU();
-  compare_training(1, DType::f32, 1e-4, 1e-3);
+  compare_training(1, DType::f32, 5e-3, 1e-2);
 }
 TEST(EngineCuda, Stage2TrainsLikeTheCpuF32) {
   ZT_REQUIRE_GPU();
-  compare_training(2, DType::f32, 1e-4, 1e-3);
+  compare_training(2, DType::f32, 5e-3, 1e-2);
 }
 // bf16: a master value a hair away rounds to the neighbouring bf16 (2^-8 relative), as between the
 // CPU's reduction orders (tests/zero/test_engine_mpi.cpp allows 2e-3 / 5e-3 there).
