@@ -172,6 +172,17 @@ bool all_finite(const Tensor& x) {
   return cpu::all_finite(cf(x), x.numel());
 }
 
+namespace {
+// matmul's dtypes (core/ops.h): a and b share one float dtype; out has it or is f32.
+void require_matmul_dtypes(const char* op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  ZT_CHECK(is_floating(a.dtype()) && a.dtype() == b.dtype(), op, ": a ", a.str(), " and b ",
+           b.str(), " must share one dtype, f32, bf16 or f16 (cast one with ops::copy)");
+  ZT_CHECK(out.dtype() == a.dtype() || out.dtype() == DType::f32, op, ": out ", out.str(),
+           " must be ", dtype_name(a.dtype()), " like a and b, or f32");
+}
+Tensor widened(const Tensor& t) { return t.dtype() == DType::f32 ? t : t.to(DType::f32); }
+}  // namespace
+
 void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, float alpha,
             float beta) {
   const bool gpu = on_cuda("matmul", {&a, &b, &out});
@@ -194,20 +205,129 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, flo
   ZT_CHECK(bb == batch || b.dim() == 2, "matmul: b ", b.str(), " must be 2-D or have ", batch,
            " batches like a ", a.str());
   ZT_CHECK(!out.shares_storage(a) && !out.shares_storage(b), "matmul: out must not alias a or b");
+  require_matmul_dtypes("matmul", a, b, out);
   if (out.numel() == 0) return;  // nothing to compute
   if (k == 0) {  // an empty sum: out = beta * out
     if (beta == 0.f) fill(out, 0.f);
     else scale(out, beta);
     return;
   }
-  if (gpu) {  // cuda
-    require_float_alike("matmul", {&a, &b, &out});
+  if (gpu)  // cuda
     return cuda::matmul(a, b, out, batch, m, n, k, ta, tb, alpha, beta, b.dim() == 2);
-  }
   require_cpu("matmul", {&a, &b, &out});
-  require_f32("matmul", {&a, &b, &out});
-  cpu::gemm(cf(a), cf(b), mf(out), batch, m, n, k, ta, tb, alpha, beta, m * k,
+  // 16-bit operands: f32 copies, one rounding of the f32 result into a 16-bit out (core/ops.h).
+  const Tensor a32 = widened(a), b32 = widened(b);
+  Tensor o32 = out.dtype() == DType::f32 ? out
+               : beta == 0.f              ? Tensor::empty(out.shape())
+                                          : out.to(DType::f32);
+  cpu::gemm(cf(a32), cf(b32), mf(o32), batch, m, n, k, ta, tb, alpha, beta, m * k,
             b.dim() == 2 ? 0 : k * n, m * n);
+  if (out.dtype() != DType::f32) cpu::cast(o32.raw(), DType::f32, out.raw(), out.dtype(), out.numel());
+}
+
+// ---- linear layers (core/ops.h): checks, then the fused CUDA product or the composition ---------
+namespace {
+struct LinearDims {
+  int64_t rows, n, k;
+};
+// x [..., K], w [N, K]; `what` names x's role in messages.
+LinearDims linear_dims(const char* op, const Tensor& x, const Tensor& w, const char* what) {
+  ZT_CHECK(w.dim() == 2, op, ": weight ", w.str(), " must be [N, K]");
+  ZT_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": ", what, " ", x.str(),
+           " should end in K = ", w.size(1), " to match weight ", w.str());
+  return {rows_of(x), w.size(0), w.size(1)};
+}
+void require_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  ZT_CHECK(a.dtype() == b.dtype(), op, ": ", a.str(), " and ", b.str(), " must share one dtype");
+}
+}  // namespace
+
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
+                    Tensor* gelu_pre) {
+  const char* op = "linear_forward";
+  const bool has_bias = bias.defined();
+  const bool gpu = on_cuda(op, {&x, &w, &out});
+  const LinearDims d = linear_dims(op, x, w, "x");
+  require_rows_cols(op, out, d.rows, d.n, "out");
+  if (has_bias) {
+    ZT_CHECK(bias.device() == out.device(), op, ": bias ", bias.str(), " is not on ",
+             out.device().str());
+    require_rows_cols(op, bias, 1, d.n, "bias");
+    require_same_dtype(op, bias, out);
+  }
+  if (gelu_pre) {
+    ZT_CHECK(gelu_pre->defined() && gelu_pre->device() == out.device(), op,
+             ": gelu_pre must be a tensor on ", out.device().str());
+    require_rows_cols(op, *gelu_pre, d.rows, d.n, "gelu_pre");
+    require_same_dtype(op, *gelu_pre, out);
+    ZT_CHECK(!gelu_pre->shares_storage(out), op, ": gelu_pre must not alias out");
+  }
+  require_matmul_dtypes(op, x, w, out);
+  if (gpu && cuda::linear_forward_fused(x, w, has_bias ? &bias : nullptr, out, gelu_pre, d.rows,
+                                        d.n, d.k))  // cuda
+    return;
+  // The composition (CPU, and CUDA where no fused algorithm exists).
+  const Tensor x2 = x.view({d.rows, d.k});
+  Tensor y2 = (gelu_pre ? *gelu_pre : out).view({d.rows, d.n});
+  matmul(x2, w, y2, false, true);
+  if (has_bias) bias_add(y2, bias);
+  if (gelu_pre) gelu_forward(*gelu_pre, out);
+}
+
+void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                     Tensor& dbias) {
+  const char* op = "linear_backward";
+  const bool gpu = on_cuda(op, {&dout, &x, &w, &dw});
+  const LinearDims d = linear_dims(op, x, w, "x");
+  require_rows_cols(op, dout, d.rows, d.n, "dout");
+  require_rows_cols(op, dw, d.n, d.k, "dweight");
+  ZT_CHECK(dw.dim() == 2, op, ": dweight ", dw.str(), " must be [", d.n, ", ", d.k, "]");
+  if (dx.defined()) {
+    ZT_CHECK(dx.device() == dout.device(), op, ": dx ", dx.str(), " is not on ",
+             dout.device().str());
+    require_rows_cols(op, dx, d.rows, d.k, "dx");
+    require_matmul_dtypes(op, dout, w, dx);
+  }
+  require_matmul_dtypes(op, dout, x, dw);
+  if (dbias.defined()) {
+    ZT_CHECK(dbias.device() == dout.device(), op, ": dbias ", dbias.str(), " is not on ",
+             dout.device().str());
+    require_rows_cols(op, dbias, 1, d.n, "dbias");
+  }
+  const Tensor dout2 = dout.view({d.rows, d.n}), x2 = x.view({d.rows, d.k});
+  if (dx.defined()) {
+    Tensor dx2 = dx.view({d.rows, d.k});
+    matmul(dout2, w, dx2);
+  }
+  // dw += dout^T x, with dbias fused into the same product on CUDA where possible.
+  if (dbias.defined() && gpu && cuda::weight_grad_fused(dout2, x2, dw, dbias, d.rows, d.n, d.k))
+    return;  // cuda
+  matmul(dout2, x2, dw, true, false, 1.f, 1.f);
+  if (!dbias.defined()) return;
+  if (dbias.dtype() == dout.dtype() || !gpu) {
+    bias_grad_acc(dout2, dbias);
+  } else {  // cuda: 16-bit dout into an f32 dbias: the column sums as a product, ones^T dout
+    Tensor ones = Tensor::empty({1, d.rows}, dout.dtype(), dout.device());
+    fill(ones, 1.f);
+    Tensor db2 = dbias.view({1, d.n});
+    matmul(ones, dout2, db2, false, false, 1.f, 1.f);
+  }
+}
+
+void linear_backward_dgelu(const Tensor& dout, const Tensor& w, const Tensor& pre, Tensor& dpre) {
+  const char* op = "linear_backward_dgelu";
+  const bool gpu = on_cuda(op, {&dout, &w, &pre, &dpre});
+  const LinearDims d = linear_dims(op, pre, w, "pre");
+  require_rows_cols(op, dout, d.rows, d.n, "dout");
+  require_rows_cols(op, dpre, d.rows, d.k, "dpre");
+  require_matmul_dtypes(op, dout, w, dpre);
+  require_same_dtype(op, pre, dpre);
+  ZT_CHECK(!dpre.shares_storage(pre) && !dpre.shares_storage(dout), op,
+           ": dpre must not alias pre or dout");
+  if (gpu && cuda::linear_dgelu_fused(dout, w, pre, dpre, d.rows, d.n, d.k)) return;  // cuda
+  Tensor dpre2 = dpre.view({d.rows, d.k});
+  matmul(dout.view({d.rows, d.n}), w, dpre2);
+  gelu_backward(pre, dpre, dpre);  // elementwise: in place is safe on both backends
 }
 
 void bias_add(Tensor& x, const Tensor& bias) {

@@ -29,8 +29,36 @@ bool all_finite(const Tensor& x);
 // out = alpha * op(a) @ op(b) + beta * out, op = transpose when the flag is set. a: [..., M, K]
 // (or [..., K, M] with trans_a), b: [..., K, N] (or [..., N, K]); leading (batch) dims of a, b and
 // out must match, or b may be 2-D and is then shared by every batch.
+// Dtypes: a and b share one of f32, bf16, f16; out has their dtype or is f32. Sums are f32 and the
+// result is rounded once into out (CUDA: cuBLASLt, tensor cores for 16-bit, CUBLAS_COMPUTE_32F).
+// f32 out with 16-bit a, b and beta = 1 is the mixed-precision weight gradient: dW += dY^T X in
+// bf16 accumulated into an f32 gradient buffer. The CPU computes in f32 too: 16-bit a, b (and a
+// 16-bit out, when beta != 0) are widened to f32 copies first, then the result rounded into out.
 void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = false,
             bool trans_b = false, float alpha = 1.f, float beta = 0.f);
+
+// ---- linear layers: the products of nn.Linear with their epilogues fused (issue #5) -------------
+// Shapes: x [..., K] (rows = the leading dims flattened), w [N, K] (PyTorch's nn.Linear layout),
+// bias [N] or an undefined Tensor (no bias), out/pre [..., N]. Dtypes: x, w and dout share one
+// dtype; out, bias and pre (and dpre) share one dtype, x's or f32 (matmul's rule).
+// CUDA: one cuBLASLt product whose epilogue adds the bias, applies GELU and stores the
+// pre-activation (CUBLASLT_EPILOGUE_BIAS, GELU_AUX(_BIAS), DGELU, BGRADB), where cuBLASLt has an
+// algorithm for the case (GELU's aux needs N % 8 == 0); otherwise, and on the CPU, the same
+// composition of matmul, bias_add, gelu_forward/gelu_backward and bias_grad_acc, so results agree
+// to rounding. cuBLASLt's GELU is the tanh form, the one gelu_forward computes.
+//
+// out = x w^T + bias. With gelu_pre: *gelu_pre = x w^T + bias (saved for the backward) and
+// out = gelu(*gelu_pre).
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
+                    Tensor* gelu_pre = nullptr);
+// Backward of out = x w^T + bias from dout: dx = dout w (written; skipped when dx is undefined),
+// dw += dout^T x (accumulated: dw may be f32 while dout and x are 16-bit), dbias += the column
+// sums of dout (skipped when dbias is undefined; any float dtype).
+void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
+                     Tensor& dbias);
+// The input gradient of a linear layer whose input was gelu(pre) (an MLP's projection after its
+// GELU): dpre = gelu'(pre) * (dout w), written. dout [..., N], w [N, K], pre and dpre [..., K].
+void linear_backward_dgelu(const Tensor& dout, const Tensor& w, const Tensor& pre, Tensor& dpre);
 
 // ---- bias ---------------------------------------------------------------------------------------
 void bias_add(Tensor& x, const Tensor& bias);             // x[r, :] += bias

@@ -20,6 +20,11 @@
 //                         sum_squares, all_finite, bias_add, bias_grad_acc, GELU fwd/bwd,
 //                         matmul (cuBLASLt), LayerNorm fwd/bwd, softmax fwd/bwd, embedding fwd/bwd,
 //                         softmax-cross-entropy fwd/bwd; f32/bf16/f16, f32 math
+//            blas.cpp     matmul with 16-bit a, b and a 16-bit or f32 out (beta = 1: the f32
+//                         weight gradient); the fused linear products (core/ops.h linear_*: BIAS,
+//                         GELU_AUX_BIAS, DGELU, BGRADB epilogues, unfused where cuBLASLt refuses);
+//                         plans cached per shape/dtype/epilogue/alignment (blas_lt.h counters);
+//                         tests/gpu/test_cuda_blas.cpp
 //            attention.{h,cpp} causal attention fwd/bwd through cuDNN's fused flash attention
 //                         (backend graph API, plan cache; bf16/f16, f32 via bf16); its graphs pass
 //                         cuDNN 9.19's sm_90 support checks offline; tests/gpu/test_cuda_attention
@@ -30,8 +35,9 @@
 //            core/nn      every layer and the GPT put activations, saved tensors and workspaces
 //                         where their inputs/parameters live (ensure_like); tests/gpu/test_cuda_nn
 //   missing  Lamb and the 1-bit optimizers on device (they throw "not
-//            implemented on CUDA yet"), the NCCL communicator (comm/), cuBLASLt bias/GELU
-//            epilogues, copies between two GPUs, the engine and config wiring (`device: cuda`;
+//            implemented on CUDA yet"), the NCCL communicator (comm/), core/nn calling the
+//            fused linear ops (and 16-bit activations), copies between two GPUs, the engine
+//            and config wiring (`device: cuda`;
 //            for the optimizer: calling step_tensors and GradChecker), and every performance
 //            pass (vector loads, fused and persistent kernels; see HOPPER.md) with the benchmark
 //            against PyTorch; a device-side id range check (core/ops.cpp's require_ids copies the

@@ -1,5 +1,5 @@
 // core/cuda/stub.cpp: the CUDA backend's public and core-private interfaces for a CPU-only build
-// (ZT_WITH_CUDA=0): core/cuda/device.h, stream.h, allocator.h and ops.h.
+// (ZT_WITH_CUDA=0): core/cuda/device.h, stream.h, allocator.h, blas_lt.h and ops.h.
 //
 // There are no GPUs, so callers that ask device_count() take the CPU path; a caller that insists
 // on a GPU (a config saying `device: cuda`) gets an error telling how to get one (flashlight's
@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/cuda/allocator.h"
+#include "core/cuda/blas_lt.h"
 #include "core/cuda/device.h"
 #include "core/cuda/ops.h"
 #include "core/cuda/stream.h"
@@ -70,6 +71,14 @@ AllocatorStats allocator_stats(int) { return {}; }
 void reset_peak_memory(int) {}
 void empty_cache() {}
 
+// ---- blas_lt.h: no products, no counts; the switch is remembered ---------------------------------
+namespace {
+bool g_fused_epilogues = true;
+}
+BlasStats blas_stats() { return {}; }
+void set_fused_epilogues(bool on) { g_fused_epilogues = on; }
+bool fused_epilogues() { return g_fused_epilogues; }
+
 // ---- ops.h: unreachable without CUDA tensors, but linked -----------------------------------------
 void fill(Tensor&, float) { no_cuda("fill"); }
 void copy(const Tensor&, Tensor&) { no_cuda("copy"); }
@@ -85,6 +94,17 @@ void gelu_backward(const Tensor&, const Tensor&, Tensor&) { no_cuda("gelu_backwa
 void matmul(const Tensor&, const Tensor&, Tensor&, int64_t, int64_t, int64_t, int64_t, bool, bool,
             float, float, bool) {
   no_cuda("matmul");
+}
+bool linear_forward_fused(const Tensor&, const Tensor&, const Tensor*, Tensor&, Tensor*, int64_t,
+                          int64_t, int64_t) {
+  no_cuda("linear_forward");
+}
+bool weight_grad_fused(const Tensor&, const Tensor&, Tensor&, Tensor&, int64_t, int64_t, int64_t) {
+  no_cuda("linear_backward");
+}
+bool linear_dgelu_fused(const Tensor&, const Tensor&, const Tensor&, Tensor&, int64_t, int64_t,
+                        int64_t) {
+  no_cuda("linear_backward_dgelu");
 }
 void layernorm_forward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&, Tensor&,
                        int64_t, int64_t, float) {
