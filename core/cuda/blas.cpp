@@ -23,9 +23,11 @@
 // match the CPU's to f32 rounding; TF32 is a choice for later, behind a config key). The bias
 // vector, the aux matrix and the bias gradient take cuBLASLt's default type, D's (out's), which is
 // why core/ops.h asks bias and pre to have out's dtype.
-// GELU: cuBLASLt's GELU epilogue is the tanh approximation, as ours (core/ops.h; cpu/elementwise.cpp);
-// tests/gpu/test_cuda_blas.cpp checks that on exact inputs (an identity weight), so that a
-// difference would show rather than hide under bf16 rounding.
+// GELU: cuBLASLt documents its GELU epilogue without a formula; it is the tanh approximation, the
+// one core/ops.h computes (PyTorch's own test of the fused epilogue, _test_addmm_addmv in
+// test_linalg.py, compares CUDA's torch._addmm_activation(use_gelu=True) with
+// gelu(approximate="tanh")). tests/gpu/test_cuda_blas.cpp checks it on exact inputs (an identity
+// weight), so that an erf-form GELU would show rather than hide under bf16 rounding.
 // Batches: strided batches; a 2-D b shared by every batch is folded into m when a is not
 // transposed (one big GEMM), and otherwise run as one GEMM per batch. Epilogues: one GEMM only.
 // Plans (descriptor, layouts, algorithm) are cached per (device, dtypes, batch, m, n, k,

@@ -63,11 +63,13 @@ TEST(CoreOpsMixed, SixteenBitOperandsAreWidenedToF32) {
       }
   }
   // Batched with a shared b, 16-bit in, f32 out.
-  Tensor a = random_tensor({3, 7, 9}, rng).to(DType::bf16), b = random_tensor({9, 5}, rng).to(DType::bf16);
+  Tensor a = random_tensor({3, 7, 9}, rng).to(DType::bf16),
+         b = random_tensor({9, 5}, rng).to(DType::bf16);
   Tensor out = nan_tensor({3, 7, 5});
   ops::matmul(a, b, out);
-  EXPECT_TRUE(close(out, ref_matmul(to_double(a.to(DType::f32)), to_double(b.to(DType::f32)), 3, 7, 9, 5,
-                                    false, false, true),
+  EXPECT_TRUE(close(out,
+                    ref_matmul(to_double(a.to(DType::f32)), to_double(b.to(DType::f32)), 3, 7, 9, 5,
+                               false, false, true),
                     kFwdTol, "batched bf16 -> f32"));
 }
 
@@ -77,7 +79,8 @@ TEST(CoreOpsMixed, DtypeRulesNameTheOffender) {
   EXPECT_ZT_ERROR(ops::matmul(a, b, out), "must share one dtype");
   Tensor b16 = Tensor::zeros({3, 5}, DType::bf16), o16 = Tensor::zeros({4, 5}, DType::f16);
   EXPECT_ZT_ERROR(ops::matmul(a, b16, o16), "or f32");  // bf16 in, f16 out
-  Tensor a32 = Tensor::zeros({4, 3}), b32 = Tensor::zeros({3, 5}), ob = Tensor::zeros({4, 5}, DType::bf16);
+  Tensor a32 = Tensor::zeros({4, 3}), b32 = Tensor::zeros({3, 5}),
+         ob = Tensor::zeros({4, 5}, DType::bf16);
   EXPECT_ZT_ERROR(ops::matmul(a32, b32, ob), "or f32");  // f32 in, bf16 out
 }
 
@@ -88,7 +91,8 @@ struct LinCase {
   Shape lead;  // x's leading dims
   int64_t K, N;
 };
-const std::vector<LinCase> kLinCases = {{{1}, 1, 1}, {{7}, 5, 3}, {{2, 5}, 33, 24}, {{513}, 64, 130}};
+const std::vector<LinCase> kLinCases = {
+    {{1}, 1, 1}, {{7}, 5, 3}, {{2, 5}, 33, 24}, {{513}, 64, 130}};
 
 TEST(CoreOpsLinear, ForwardIsMatmulBiasGelu) {
   std::mt19937_64 rng(11);
@@ -116,9 +120,9 @@ TEST(CoreOpsLinear, ForwardIsMatmulBiasGelu) {
     ops::linear_forward(x, w, bias, act, &pre);
     EXPECT_TRUE(same_values(pre, want_pre)) << "gelu pre";
     EXPECT_TRUE(same_values(act, want_out)) << "gelu out";
-    EXPECT_TRUE(close(act,
-                      ref_gelu(ref_linear(to_double(x), to_double(w), to_double(bias), rows, c.K, c.N)),
-                      kFwdTol, "linear + gelu vs reference"));
+    EXPECT_TRUE(close(
+        act, ref_gelu(ref_linear(to_double(x), to_double(w), to_double(bias), rows, c.K, c.N)),
+        kFwdTol, "linear + gelu vs reference"));
 
     Tensor nob = nan_tensor(ys);  // no bias (an undefined tensor)
     ops::linear_forward(x, w, Tensor(), nob);
