@@ -274,42 +274,42 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
   if (gelu_pre) gelu_forward(*gelu_pre, out);
 }
 
-void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
-                     Tensor& dbias) {
+void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tensor* dx, Tensor& dw,
+                     Tensor* dbias) {
   const char* op = "linear_backward";
   const bool gpu = on_cuda(op, {&dout, &x, &w, &dw});
   const LinearDims d = linear_dims(op, x, w, "x");
   require_rows_cols(op, dout, d.rows, d.n, "dout");
-  require_rows_cols(op, dw, d.n, d.k, "dweight");
-  ZT_CHECK(dw.dim() == 2, op, ": dweight ", dw.str(), " must be [", d.n, ", ", d.k, "]");
-  if (dx.defined()) {
-    ZT_CHECK(dx.device() == dout.device(), op, ": dx ", dx.str(), " is not on ",
+  ZT_CHECK(dw.dim() == 2 && dw.size(0) == d.n && dw.size(1) == d.k, op, ": dweight ", dw.str(),
+           " must be [", d.n, ", ", d.k, "]");
+  if (dx) {
+    ZT_CHECK(dx->defined() && dx->device() == dout.device(), op, ": dx must be a tensor on ",
              dout.device().str());
-    require_rows_cols(op, dx, d.rows, d.k, "dx");
-    require_matmul_dtypes(op, dout, w, dx);
+    require_rows_cols(op, *dx, d.rows, d.k, "dx");
+    require_matmul_dtypes(op, dout, w, *dx);
   }
   require_matmul_dtypes(op, dout, x, dw);
-  if (dbias.defined()) {
-    ZT_CHECK(dbias.device() == dout.device(), op, ": dbias ", dbias.str(), " is not on ",
-             dout.device().str());
-    require_rows_cols(op, dbias, 1, d.n, "dbias");
+  if (dbias) {
+    ZT_CHECK(dbias->defined() && dbias->device() == dout.device(), op,
+             ": dbias must be a tensor on ", dout.device().str());
+    require_rows_cols(op, *dbias, 1, d.n, "dbias");
   }
   const Tensor dout2 = dout.view({d.rows, d.n}), x2 = x.view({d.rows, d.k});
-  if (dx.defined()) {
-    Tensor dx2 = dx.view({d.rows, d.k});
+  if (dx) {
+    Tensor dx2 = dx->view({d.rows, d.k});
     matmul(dout2, w, dx2);
   }
   // dw += dout^T x, with dbias fused into the same product on CUDA where possible.
-  if (dbias.defined() && gpu && cuda::weight_grad_fused(dout2, x2, dw, dbias, d.rows, d.n, d.k))
+  if (dbias && gpu && cuda::weight_grad_fused(dout2, x2, dw, *dbias, d.rows, d.n, d.k))
     return;  // cuda
   matmul(dout2, x2, dw, true, false, 1.f, 1.f);
-  if (!dbias.defined()) return;
-  if (dbias.dtype() == dout.dtype() || !gpu) {
-    bias_grad_acc(dout2, dbias);
+  if (!dbias) return;
+  if (dbias->dtype() == dout.dtype() || !gpu) {
+    bias_grad_acc(dout2, *dbias);
   } else {  // cuda: 16-bit dout into an f32 dbias: the column sums as a product, ones^T dout
     Tensor ones = Tensor::empty({1, d.rows}, dout.dtype(), dout.device());
     fill(ones, 1.f);
-    Tensor db2 = dbias.view({1, d.n});
+    Tensor db2 = dbias->view({1, d.n});
     matmul(ones, dout2, db2, false, false, 1.f, 1.f);
   }
 }

@@ -51,14 +51,19 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = false,
 // out = gelu(*gelu_pre).
 void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
                     Tensor* gelu_pre = nullptr);
-// Backward of out = x w^T + bias from dout: dx = dout w (written; skipped when dx is undefined),
-// dw += dout^T x (accumulated: dw may be f32 while dout and x are 16-bit), dbias += the column
-// sums of dout (skipped when dbias is undefined; any float dtype).
-void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tensor& dx, Tensor& dw,
-                     Tensor& dbias);
+// Backward of out = x w^T + bias from dout: *dx = dout w (written; skipped when dx is null),
+// dw += dout^T x (accumulated: dw may be f32 while dout and x are 16-bit), *dbias += the column
+// sums of dout (skipped when dbias is null; any float dtype).
+void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tensor* dx, Tensor& dw,
+                     Tensor* dbias);
 // The input gradient of a linear layer whose input was gelu(pre) (an MLP's projection after its
 // GELU): dpre = gelu'(pre) * (dout w), written. dout [..., N], w [N, K], pre and dpre [..., K].
 void linear_backward_dgelu(const Tensor& dout, const Tensor& w, const Tensor& pre, Tensor& dpre);
+// An MLP (x -> fc -> GELU -> proj -> y) with them, saving pre and h:
+//   forward   linear_forward(x, fc_w, fc_b, h, &pre);  linear_forward(h, proj_w, proj_b, y);
+//   backward  linear_backward(dy, h, proj_w, nullptr, dproj_w, &dproj_b);  (dh: next line)
+//             linear_backward_dgelu(dy, proj_w, pre, dpre);
+//             linear_backward(dpre, x, fc_w, &dx, dfc_w, &dfc_b);
 
 // ---- bias ---------------------------------------------------------------------------------------
 void bias_add(Tensor& x, const Tensor& bias);             // x[r, :] += bias

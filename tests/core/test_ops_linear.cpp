@@ -144,7 +144,7 @@ TEST(CoreOpsLinear, BackwardWritesDxAndAccumulatesDwDbias) {
     Tensor dx = nan_tensor(xs);
     Tensor dw = random_tensor({c.N, c.K}, rng), db = random_tensor({c.N}, rng);
     const Vec dw0 = to_double(dw), db0 = to_double(db);
-    ops::linear_backward(dout, x, w, dx, dw, db);
+    ops::linear_backward(dout, x, w, &dx, dw, &db);
     // References in double: dx = dout W, dW += dout^T x, db += column sums of dout.
     const Vec X = to_double(x), W = to_double(w), D = to_double(dout);
     EXPECT_TRUE(close(dx, ref_matmul(D, W, 1, rows, c.N, c.K, false, false, true), kFwdTol, "dx"));
@@ -156,10 +156,9 @@ TEST(CoreOpsLinear, BackwardWritesDxAndAccumulatesDwDbias) {
       for (int64_t j = 0; j < c.N; ++j) db_want[j] += D[r * c.N + j];
     EXPECT_TRUE(close(db, db_want, kFwdTol, "dbias accumulated"));
 
-    // dx and dbias are optional: undefined tensors skip them, dw still accumulates.
-    Tensor none, none2;
+    // dx and dbias are optional: null skips them, dw still accumulates.
     Tensor dw2 = Tensor::zeros({c.N, c.K});
-    ops::linear_backward(dout, x, w, none, dw2, none2);
+    ops::linear_backward(dout, x, w, nullptr, dw2, nullptr);
     EXPECT_TRUE(close(dw2, ref_matmul(D, X, 1, c.N, rows, c.K, true, false, true), kFwdTol,
                       "dweight alone"));
   }
@@ -208,11 +207,11 @@ TEST(CoreOpsLinear, ErrorsNameTheArgument) {
   EXPECT_ZT_ERROR(ops::linear_forward(x, w, bias, out, &pre_bad), "gelu_pre");
   Tensor dx = Tensor::zeros({4, 3}), dw = Tensor::zeros({5, 3}), db = Tensor::zeros({5});
   Tensor dw_bad = Tensor::zeros({3, 5});
-  EXPECT_ZT_ERROR(ops::linear_backward(out, x, w, dx, dw_bad, db), "dweight");
+  EXPECT_ZT_ERROR(ops::linear_backward(out, x, w, &dx, dw_bad, &db), "dweight");
   Tensor db_bad = Tensor::zeros({4});
-  EXPECT_ZT_ERROR(ops::linear_backward(out, x, w, dx, dw, db_bad), "dbias");
+  EXPECT_ZT_ERROR(ops::linear_backward(out, x, w, &dx, dw, &db_bad), "dbias");
   Tensor dout_bad = Tensor::zeros({3, 5});
-  EXPECT_ZT_ERROR(ops::linear_backward(dout_bad, x, w, dx, dw, db), "dout");
+  EXPECT_ZT_ERROR(ops::linear_backward(dout_bad, x, w, &dx, dw, &db), "dout");
   Tensor pre = Tensor::zeros({4, 3});
   EXPECT_ZT_ERROR(ops::linear_backward_dgelu(out, w, pre, pre), "alias");
   Tensor dpre_bad = Tensor::zeros({4, 5});

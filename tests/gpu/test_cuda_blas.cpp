@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -310,8 +311,8 @@ void check_linear_backward(DType dt, DType gd, DType bd, const Lin& c, uint32_t 
   Tensor gx = to_gpu(x, dt), gw = to_gpu(w, dt), gdout = to_gpu(dout, dt);
   Tensor gdw = to_gpu(dw, gd), gdb = to_gpu(db, bd),
          gdx = Tensor::empty({c.rows, c.k}, dt, Device::cuda());
-  ops::linear_backward(dout, x, w, dx, dw, db);
-  ops::linear_backward(gdout, gx, gw, gdx, gdw, gdb);
+  ops::linear_backward(dout, x, w, &dx, dw, &db);
+  ops::linear_backward(gdout, gx, gw, &gdx, gdw, &gdb);
   expect_close(gdx, dx, dt == DType::f32 ? 1e-4f : ulp_tol(dt, 2.f), name + " dx");
   expect_close(gdw, dw, gd == DType::f32 ? 1e-4f : ulp_tol(gd, 4.f), name + " dw");
   expect_close(gdb, db, bd == DType::f32 ? 1e-4f : ulp_tol(bd, 4.f), name + " dbias");
@@ -361,6 +362,33 @@ TEST_P(CudaBlas, LinearBackwardDgeluMatchesCpu) {
       seed += 3;
     }
   }
+}
+
+// A NaN or infinity that enters a product must leave it non-finite: fp16 training detects overflow
+// by looking for them in the gradients (precision/, DeepSpeed's has_overflow). cuBLASLt's ReLU
+// epilogue is reported to turn NaN into 0 (NVIDIA forums, "Incorrect result of cublasLtMatmul with
+// CUBLASLT_EPILOGUE_RELU when input is NaN"); this checks that GELU, DGELU and BGRADB do not.
+TEST_P(CudaBlas, NonFiniteValuesSurviveTheEpilogues) {
+  const int64_t rows = 64, k = 32, n = 48;
+  Tensor xh = rand_host({rows, k}, 1200), douth = rand_host({rows, n}, 1201);
+  xh.data<float>()[5 * k + 3] = std::numeric_limits<float>::quiet_NaN();
+  douth.data<float>()[7 * n + 2] = std::numeric_limits<float>::infinity();
+  Tensor x = to_gpu(xh, dt()), dout = to_gpu(douth, dt());
+  Tensor w = to_gpu(rand_host({n, k}, 1202), dt()), bias = to_gpu(rand_host({n}, 1203), dt());
+  Tensor out = Tensor::empty({rows, n}, dt(), Device::cuda()), pre = out.clone();
+  ops::linear_forward(x, w, bias, out, &pre);
+  EXPECT_FALSE(ops::all_finite(pre)) << "NaN lost in the pre-activation";
+  EXPECT_FALSE(ops::all_finite(out)) << "NaN lost by the GELU epilogue";
+  Tensor wp = to_gpu(rand_host({n, k}, 1204), dt());  // this layer maps k -> n; pre is [rows, k]
+  Tensor pre_k = to_gpu(rand_host({rows, k}, 1205), dt());
+  Tensor dpre = Tensor::empty({rows, k}, dt(), Device::cuda());
+  ops::linear_backward_dgelu(dout, wp, pre_k, dpre);
+  EXPECT_FALSE(ops::all_finite(dpre)) << "infinity lost by the DGELU epilogue";
+  Tensor dw = Tensor::zeros({n, k}, dt(), Device::cuda()),
+         db = Tensor::zeros({n}, dt(), Device::cuda());
+  ops::linear_backward(dout, x, w, nullptr, dw, &db);
+  EXPECT_FALSE(ops::all_finite(db)) << "infinity lost by the BGRADB epilogue";
+  EXPECT_FALSE(ops::all_finite(dw));
 }
 
 // ---- the plan cache ---------------------------------------------------------------------------
