@@ -263,6 +263,9 @@ void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor
     ZT_CHECK(!gelu_pre->shares_storage(out), op, ": gelu_pre must not alias out");
   }
   require_matmul_dtypes(op, x, w, out);
+  ZT_CHECK(!out.shares_storage(x) && !out.shares_storage(w) &&
+               !(gelu_pre && (gelu_pre->shares_storage(x) || gelu_pre->shares_storage(w))),
+           op, ": out and gelu_pre must not alias x or the weight");
   if (gpu && cuda::linear_forward_fused(x, w, has_bias ? &bias : nullptr, out, gelu_pre, d.rows,
                                         d.n, d.k))  // cuda
     return;
@@ -289,6 +292,9 @@ void linear_backward(const Tensor& dout, const Tensor& x, const Tensor& w, Tenso
     require_matmul_dtypes(op, dout, w, *dx);
   }
   require_matmul_dtypes(op, dout, x, dw);
+  for (const Tensor* o : {dx, &dw, dbias})
+    ZT_CHECK(!o || (!o->shares_storage(dout) && !o->shares_storage(x) && !o->shares_storage(w)),
+             op, ": dx, dweight and dbias must not alias dout, x or the weight");
   if (dbias) {
     ZT_CHECK(dbias->defined() && dbias->device() == dout.device(), op,
              ": dbias must be a tensor on ", dout.device().str());
@@ -322,8 +328,8 @@ void linear_backward_dgelu(const Tensor& dout, const Tensor& w, const Tensor& pr
   require_rows_cols(op, dpre, d.rows, d.k, "dpre");
   require_matmul_dtypes(op, dout, w, dpre);
   require_same_dtype(op, pre, dpre);
-  ZT_CHECK(!dpre.shares_storage(pre) && !dpre.shares_storage(dout), op,
-           ": dpre must not alias pre or dout");
+  ZT_CHECK(!dpre.shares_storage(pre) && !dpre.shares_storage(dout) && !dpre.shares_storage(w), op,
+           ": dpre must not alias pre, dout or the weight");
   if (gpu && cuda::linear_dgelu_fused(dout, w, pre, dpre, d.rows, d.n, d.k)) return;  // cuda
   Tensor dpre2 = dpre.view({d.rows, d.k});
   matmul(dout.view({d.rows, d.n}), w, dpre2);

@@ -203,9 +203,12 @@ TEST(CoreOpsLinear, ErrorsNameTheArgument) {
   Tensor bias16 = Tensor::zeros({5}, DType::bf16);
   EXPECT_ZT_ERROR(ops::linear_forward(x, w, bias16, out), "share one dtype");
   EXPECT_ZT_ERROR(ops::linear_forward(x, w, bias, out, &out), "alias");
+  Tensor sq = Tensor::zeros({3, 3});
+  EXPECT_ZT_ERROR(ops::linear_forward(sq, sq, Tensor(), sq), "alias");  // out is x and the weight
   Tensor pre_bad = Tensor::zeros({4, 4});
   EXPECT_ZT_ERROR(ops::linear_forward(x, w, bias, out, &pre_bad), "gelu_pre");
   Tensor dx = Tensor::zeros({4, 3}), dw = Tensor::zeros({5, 3}), db = Tensor::zeros({5});
+  EXPECT_ZT_ERROR(ops::linear_backward(out, dx, w, &dx, dw, nullptr), "alias");  // dx is x
   Tensor dw_bad = Tensor::zeros({3, 5});
   EXPECT_ZT_ERROR(ops::linear_backward(out, x, w, &dx, dw_bad, &db), "dweight");
   Tensor db_bad = Tensor::zeros({4});
