@@ -34,14 +34,16 @@
 //                         precision/ (GradChecker); tests/gpu/test_cuda_optim.cpp
 //            core/nn      every layer and the GPT put activations, saved tensors and workspaces
 //                         where their inputs/parameters live (ensure_like); tests/gpu/test_cuda_nn
-//   missing  Lamb and the 1-bit optimizers on device (they throw "not
-//            implemented on CUDA yet"), the NCCL communicator (comm/), core/nn calling the
-//            fused linear ops (and 16-bit activations), copies between two GPUs, the engine
-//            and config wiring (`device: cuda`;
-//            for the optimizer: calling step_tensors and GradChecker), and every performance
-//            pass (vector loads, fused and persistent kernels; see HOPPER.md) with the benchmark
-//            against PyTorch; a device-side id range check (core/ops.cpp's require_ids copies the
-//            ids of every embedding and cross-entropy call down to the host: a sync each).
+//            nn.cu        ids out of range are skipped by the kernels and reported by check_ids()
+//                         at the loss's own sync (no host copy of the ids per op)
+//   elsewhere comm/nccl_communicator.cpp (NCCL), comm/mpi_communicator.cpp (GPU buffers staged
+//            through pinned memory), zero/engine*.cpp (`device: cuda`, stages 0-2): also compiled,
+//            never run.
+//   missing  Lamb and the 1-bit optimizers on the device (the engine steps them on the host from
+//            copied gradients), core/nn calling the fused linear ops with 16-bit activations (the
+//            model computes in f32 today: no bf16 tensor cores), stage 3 and offload on the GPU,
+//            copies between two GPUs, and every performance pass (see HOPPER.md) with the
+//            benchmark against PyTorch (bench/gpu_session.sh runs it).
 #pragma once
 
 #include <cstdint>
