@@ -19,6 +19,8 @@
 // would hold only its partition; one process keeps the figures about the disk, not MPI.
 // Usage: bench_ckpt [--dir DIR] [--layers N] [--width N] [--reps N] [--steps N] [--rounds N]
 //                   [--batch N] [--seq N] [--threads N]
+// --dir: the filesystem to measure; the bench works in DIR/zt_bench_ckpt.<pid>, which it makes and
+// removes (nothing else under DIR is touched).
 #include <fcntl.h>
 #include <omp.h>
 #include <sys/stat.h>
@@ -150,9 +152,16 @@ int main(int argc, char** argv) {
     }
   }
   if (a.threads > 0) omp_set_num_threads(a.threads);
-  if (a.dir.empty()) a.dir = (fs::temp_directory_path() / "zt_bench_ckpt").string();
-  fs::remove_all(a.dir);
-  fs::create_directories(a.dir);
+  // The bench writes and deletes only inside a folder of its own under --dir (default: the temp
+  // folder), never --dir itself: --dir may be any folder on the disk to measure.
+  const fs::path parent = a.dir.empty() ? fs::temp_directory_path() : fs::path(a.dir);
+  a.dir = (parent / ("zt_bench_ckpt." + std::to_string(::getpid()))).string();
+  std::error_code ec;
+  if (fs::exists(a.dir) || !fs::create_directories(a.dir, ec)) {
+    std::fprintf(stderr, "bench_ckpt: cannot create the work folder %s: %s\n", a.dir.c_str(),
+                 ec ? ec.message().c_str() : "it exists");
+    return 2;
+  }
 
   try {
     nn::GPTConfig g;
@@ -322,6 +331,7 @@ int main(int argc, char** argv) {
     fs::remove_all(a.dir);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_ckpt: %s\n", e.what());
+    fs::remove_all(a.dir, ec);
     return 1;
   }
   return 0;

@@ -25,6 +25,13 @@
 // timed step, and paired_fraction = the median over repetitions of (plain time / step time): the
 // disk of this VM drifts by tens of percent within a minute, and a floor measured once per run
 // then moves every ratio of the run together; pairs next to each other in time drift less.
+// --same-file: also, right before each timed step, a plain pass over the offload's OWN swap file:
+// each chunk (the floor's best size) read with pread and written back unchanged with pwrite
+// (O_DIRECT), then fdatasync: the same bytes, in the same blocks of the same disk, in the same
+// read-then-write pattern, one request at a time and nothing overlapped. same_file_fraction = the
+// median over repetitions of (plain time / step time). A separate file (the floor, --paired) lands
+// on other regions of a virtual disk whose speed differs by region (bench/RESULTS.md measured up to
+// 2x between positions); this pair takes placement out of the ratio.
 // --update-threads: OffloadOptions::update_threads, a list (0 = automatic: the cores the aio
 // threads leave free while I/O is in flight; N = N OpenMP threads), each measured in turn.
 #include "io/aio.h"
@@ -82,6 +89,7 @@ std::vector<int64_t> parse_list(const std::string& s) {
 
 bool g_can_drop = false;
 bool g_paired = false;
+bool g_same_file = false;
 void drop_caches() {
   if (!g_can_drop) return;
   ::sync();
@@ -119,6 +127,27 @@ std::pair<double, double> sequential(const std::string& path, int64_t bytes, int
   ::close(fd);
   std::filesystem::remove(path);
   return {tw, tr};
+}
+
+// The --same-file pass: every chunk of `path` read and written back unchanged, O_DIRECT, then
+// fdatasync; seconds.
+double read_write_back(const std::string& path, int64_t chunk) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_DIRECT);
+  if (fd < 0) die("cannot open " + path + " with O_DIRECT: " + std::strerror(errno));
+  const int64_t bytes = static_cast<int64_t>(std::filesystem::file_size(path));
+  zt::io::AlignedBuffer buf(chunk);
+  const auto t0 = Clock::now();
+  for (int64_t off = 0; off < bytes; off += chunk) {
+    const size_t n = static_cast<size_t>(std::min(chunk, bytes - off));
+    if (::pread(fd, buf.data(), n, off) != static_cast<ssize_t>(n))
+      die("read of " + path + ": " + std::strerror(errno));
+    if (::pwrite(fd, buf.data(), n, off) != static_cast<ssize_t>(n))
+      die("write of " + path + ": " + std::strerror(errno));
+  }
+  ::fdatasync(fd);
+  const double t = since(t0);
+  ::close(fd);
+  return t;
 }
 
 float value(int64_t i, uint64_t salt) {
@@ -168,6 +197,8 @@ int main(int argc, char** argv) {
       g_can_drop = true;
     else if (a == "--paired")
       g_paired = true;
+    else if (a == "--same-file")
+      g_same_file = true;
     else if (a == "--update-threads")
       update_threads = parse_list(next());
     else if (a == "--threads")
@@ -191,7 +222,7 @@ int main(int argc, char** argv) {
 
   struct Row {
     int64_t sub_group, buffers, update_threads, file_bytes;
-    double sec, seq_gbps, paired;
+    double sec, seq_gbps, paired, same_file;
   };
   std::vector<Row> rows;
   std::vector<double> seq_w, seq_r;
@@ -239,21 +270,24 @@ int main(int argc, char** argv) {
             }
           }
         }
-        std::vector<double> ts, paired;
+        std::vector<double> ts, paired, same;
         for (int r = 0; r <= reps; ++r) {
-          double seq_sec = 0;
+          double seq_sec = 0, same_sec = 0;
           if (g_paired && r > 0) {
             auto [tw, tr] = sequential(dir + "/zerotrain_seq.bin", file_bytes, best_chunk);
             seq_sec = tw + tr;
           }
+          if (g_same_file && r > 0) same_sec = read_write_back(off.swap_path(), best_chunk);
           drop_caches();
           auto t0 = Clock::now();
           off.step(grads.data(), segs, 1e-3f);
           if (r > 0) ts.push_back(since(t0));
           if (seq_sec > 0) paired.push_back(seq_sec / ts.back());
+          if (same_sec > 0) same.push_back(same_sec / ts.back());
         }
         const double sec = median(ts);
         const double paired_fraction = paired.empty() ? 0 : median(paired);
+        const double same_file_fraction = same.empty() ? 0 : median(same);
         const double seq_gbps = 2.0 * file_bytes / (median(seq_w) + median(seq_r));
         const double swap_gbps = 2.0 * file_bytes / sec;
         std::printf(
@@ -264,17 +298,19 @@ int main(int argc, char** argv) {
             "\"threads\": %d, "
             "\"file_bytes\": %ld, \"direct\": %s, \"uring\": %s, \"step_ms\": %.1f, "
             "\"params_per_s\": %.4g, \"swap_gbps\": %.3f, \"seq_gbps\": %.3f, "
-            "\"fraction_of_seq\": %.3f, \"paired_fraction\": %.3f}\n",
+            "\"fraction_of_seq\": %.3f, \"paired_fraction\": %.3f, \"same_file_fraction\": "
+            "%.3f}\n",
             static_cast<long>(n), static_cast<long>(off.sub_group_size()), static_cast<long>(b),
             off.update_threads(), static_cast<long>(aio.block_size),
             static_cast<long>(aio.queue_depth), static_cast<long>(aio.thread_count), threads,
             static_cast<long>(file_bytes),
             off.describe().find("buffered") == std::string::npos ? "true" : "false",
             off.describe().find("pread") == std::string::npos ? "true" : "false", sec * 1e3,
-            n / sec, swap_gbps / 1e9, seq_gbps / 1e9, swap_gbps / seq_gbps, paired_fraction);
+            n / sec, swap_gbps / 1e9, seq_gbps / 1e9, swap_gbps / seq_gbps, paired_fraction,
+            same_file_fraction);
         std::fflush(stdout);
         rows.push_back({off.sub_group_size(), b, off.update_threads(), file_bytes, sec, seq_gbps,
-                        paired_fraction});
+                        paired_fraction, same_file_fraction});
       }
     }
   }
@@ -311,15 +347,16 @@ int main(int argc, char** argv) {
   std::printf("# NVMe offload, %ld params, dir %s, aio block %ld KiB qd %ld threads %ld\n",
               static_cast<long>(n), dir.c_str(), static_cast<long>(aio.block_size >> 10),
               static_cast<long>(aio.queue_depth), static_cast<long>(aio.thread_count));
-  std::printf("# %-14s %-8s %-8s %-10s %-12s %-11s %-10s %-9s %s\n", "sub_group_size", "buffers",
-              "update", "step_ms", "params/s", "swap GB/s", "seq GB/s", "fraction", "paired");
+  std::printf("# %-14s %-8s %-8s %-10s %-12s %-11s %-10s %-9s %-8s %s\n", "sub_group_size",
+              "buffers", "update", "step_ms", "params/s", "swap GB/s", "seq GB/s", "fraction",
+              "paired", "same-file");
   for (const Row& r : rows) {
     const double seq = r.seq_gbps;
-    std::printf("# %-14ld %-8ld %-8ld %-10.1f %-12.4g %-11.3f %-10.3f %-9.3f %.3f\n",
+    std::printf("# %-14ld %-8ld %-8ld %-10.1f %-12.4g %-11.3f %-10.3f %-9.3f %-8.3f %.3f\n",
                 static_cast<long>(r.sub_group), static_cast<long>(r.buffers),
                 static_cast<long>(r.update_threads), r.sec * 1e3, n / r.sec,
                 2.0 * r.file_bytes / r.sec / 1e9, seq / 1e9, 2.0 * r.file_bytes / r.sec / seq,
-                r.paired);
+                r.paired, r.same_file);
   }
   std::printf("# CPU offload %.4g params/s, in-memory AdamW %.4g params/s (%.3f)\n", n / cpu_sec,
               n / mem_sec, mem_sec / cpu_sec);
