@@ -541,6 +541,7 @@ int run_train(const TrainOptions& opt) {
       if (lead)
         std::printf("signal received: saving at step %lld and exiting (code %d)\n",
                     static_cast<long long>(step), kExitPreempted);
+      std::fflush(stdout);  // before the save: a second SIGINT during it exits without flushing
       if (!ckpt_dir.empty()) save(step, true);
       else if (lead)
         std::printf("note: checkpoint.dir is not set: nothing saved\n");

@@ -154,26 +154,33 @@ try:
     check("signal received: saving at step" in out, "the log says where it saved")
     check(survivors(d) == [], "no zerotrain process left after SIGINT")
 
-    d = os.path.join(root, "sigint2")
-    os.makedirs(d)
-    log = os.path.join(d, "log.jsonl")
     # One rank, the full tiny model with 128 sequences per step (about 1 s per step on 2 cores):
-    # both signals arrive within one step.
-    p = subprocess.Popen([ZT, "train", "--config", TINY, "--sample", "0", "--json-log", log, "--steps", "1000",
-                          "--set", "train_batch_size=128", "--set", "train_micro_batch_size_per_gpu=128",
-                          "--set", f"checkpoint.dir={os.path.join(d, 'ck')}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env)
-    wait_log_lines(log, 1)
-    t0 = time.time()
-    p.send_signal(signal.SIGINT)
-    time.sleep(0.05)  # two signals sent back to back may merge into one pending signal
-    p.send_signal(signal.SIGINT)
-    try:
-        out, err = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    dt = time.time() - t0
+    # both signals should arrive within one step. Under load the first may land just before a step
+    # boundary, whose save then completes before the second arrives ("signal received: saving at
+    # step" in the log): the scenario did not happen, so it is run again (at most 3 times).
+    for attempt in range(3):
+        d = os.path.join(root, f"sigint2-{attempt}")
+        os.makedirs(d)
+        log = os.path.join(d, "log.jsonl")
+        p = subprocess.Popen([ZT, "train", "--config", TINY, "--sample", "0", "--json-log", log, "--steps", "1000",
+                              "--set", "train_batch_size=128", "--set", "train_micro_batch_size_per_gpu=128",
+                              "--set", f"checkpoint.dir={os.path.join(d, 'ck')}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+        wait_log_lines(log, 1)
+        t0 = time.time()
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # two signals sent back to back may merge into one pending signal
+        p.send_signal(signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        dt = time.time() - t0
+        if "signal received: saving at step" not in out:
+            break
+        print(f"note: attempt {attempt + 1}: the first SIGINT reached a step boundary before the second; again",
+              flush=True)
     check(p.returncode == 130 and "second SIGINT" in err and dt < 5,
           f"second SIGINT: exit 130 at once with a message ({p.returncode}, {dt:.2f} s; {err.strip()[-200:]})")
     check(not os.path.exists(os.path.join(d, "ck", "latest")), "nothing saved after the second SIGINT")
