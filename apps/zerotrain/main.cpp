@@ -36,7 +36,10 @@ int main(int argc, char** argv) {
 
   zt::app::TrainOptions topt;
   auto* train = app.add_subcommand("train", "train a model from a YAML or DeepSpeed JSON config");
-  train->add_option("--config,-c", topt.config_path, "config file (YAML or JSON)")->required();
+  // --deepspeed_config: the flag DeepSpeed programs take for the same file.
+  train->add_option("--config,-c,--deepspeed_config", topt.config_path,
+                    "config file (YAML, or JSON such as a DeepSpeed ds_config.json)")
+      ->required();
   train->add_option("--set", topt.overrides, "override a key: a.b.c=value (repeatable)");
   train->add_option("--steps", topt.steps, "optimizer steps (overrides training.steps)");
   train->add_option("--json-log", topt.json_log, "write one JSON object per step to FILE");

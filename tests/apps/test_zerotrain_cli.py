@@ -97,6 +97,11 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("config", big, "--world-size", "32")
     check(r.returncode == 0 and "train_batch_size: 256" in r.stdout, "config --world-size 32 resolves it")
 
+    # DeepSpeed programs take the file as --deepspeed_config: the same flag works here.
+    r = run("train", "--deepspeed_config", os.path.join(SRC, "configs", "deepspeed", "hf_transformers_ds_config_zero2.json"),
+            "--steps", "1", "--sample", "0", "--set", "train_micro_batch_size_per_gpu=4")
+    check(r.returncode == 0 and "done: 1 steps" in r.stdout, f"train --deepspeed_config FILE runs ({r.stderr.strip()[-200:]})")
+
     # Every DeepSpeed config under configs/deepspeed/ loads; training with it runs or is refused
     # only for what is not built yet, naming the key.
     dsdir = os.path.join(SRC, "configs", "deepspeed")
