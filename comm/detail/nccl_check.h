@@ -40,24 +40,8 @@ inline void warn_nccl_error(ncclResult_t r, ncclComm_t comm, const char* call, c
                nccl_error_message(r, comm, call, file, line).c_str());
 }
 
-// Makes `device` the calling thread's current GPU for a scope, and restores the previous one.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    ZT_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device) ZT_CUDA_CHECK(cudaSetDevice(device));
-    changed_ = prev_ != device;
-  }
-  ~DeviceScope() {
-    if (changed_) ZT_CUDA_CHECK_WARN(cudaSetDevice(prev_));
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int prev_ = 0;
-  bool changed_ = false;
-};
+// DeviceScope (a GPU made current for a scope): core/cuda/check.h's, shared with core/cuda.
+using ::zt::cuda::DeviceScope;
 
 }  // namespace zt::comm::detail
 

@@ -122,11 +122,11 @@ State& state() {
 cudnnHandle_t handle_for(State& st, int device) {
   cudnnHandle_t& h = st.handles[device];
   if (!h) {
-    int prev = 0;
-    ZT_CUDA_CHECK(cudaGetDevice(&prev));
-    if (prev != device) ZT_CUDA_CHECK(cudaSetDevice(device));
-    const cudnnStatus_t s = cudnnCreate(&h);  // binds the handle to the current device
-    if (prev != device) ZT_CUDA_CHECK_WARN(cudaSetDevice(prev));
+    cudnnStatus_t s;
+    {
+      DeviceScope scope(device);
+      s = cudnnCreate(&h);  // binds the handle to the current device
+    }
     if (s != CUDNN_STATUS_SUCCESS) {
       h = nullptr;
       detail::throw_cudnn_error(s, "cudnnCreate(&h)", __FILE__, __LINE__);

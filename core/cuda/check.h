@@ -86,3 +86,25 @@ inline void warn_cuda_error(cudaError_t err, const char* stmt, const char* file,
   } while (0)
 #define ZT_CUBLAS_CHECK(stmt) ZT_CUBLAS_CHECK_AS_("cuBLAS", stmt)
 #define ZT_CUBLASLT_CHECK(stmt) ZT_CUBLAS_CHECK_AS_("cuBLASLt", stmt)
+
+namespace zt::cuda {
+// Makes `device` the calling thread's current GPU for a scope and restores the previous one
+// (cudaSetDevice only when it differs: cheap, but not free). Used by core/cuda and comm/.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    ZT_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (prev_ != device) ZT_CUDA_CHECK(cudaSetDevice(device));
+    changed_ = prev_ != device;
+  }
+  ~DeviceScope() {
+    if (changed_) ZT_CUDA_CHECK_WARN(cudaSetDevice(prev_));
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int prev_ = 0;
+  bool changed_ = false;
+};
+}  // namespace zt::cuda

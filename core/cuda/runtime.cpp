@@ -18,24 +18,6 @@ namespace zt::cuda {
 namespace {
 thread_local cudaStream_t t_current = nullptr;
 
-// Sets the current device for a scope when it differs (cudaSetDevice is cheap but not free).
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    ZT_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device) ZT_CUDA_CHECK(cudaSetDevice(device));
-    changed_ = prev_ != device;
-  }
-  ~DeviceScope() {
-    if (changed_) ZT_CUDA_CHECK_WARN(cudaSetDevice(prev_));
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int prev_ = 0;
-  bool changed_ = false;
-};
 }  // namespace
 
 Stream Stream::create(int device, bool non_blocking, int priority) {
