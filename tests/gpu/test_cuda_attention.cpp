@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "tests/gpu/gpu_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -41,6 +42,10 @@ using zt::Device;
 using zt::DType;
 using zt::Tensor;
 namespace ops = zt::ops;
+using zt::gputest::rand_host;
+using zt::gputest::rounded;
+using zt::gputest::to_gpu;
+using zt::gputest::to_host;
 namespace cuda = zt::cuda;
 
 // ---- host: the layout of the graph tensors ----------------------------------------------------
@@ -162,13 +167,6 @@ TEST(SdpaGraph, Sm90EnginesAcceptTheGraphsOffline) {
 }
 
 // ---- host: the attention contract of core/ops.h on the CPU -------------------------------------
-Tensor rand_host(zt::Shape shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(static_cast<size_t>(zt::shape_numel(shape)));
-  for (float& x : v) x = u(rng);
-  return Tensor::from_vector(v, std::move(shape));
-}
 
 TEST(AttentionContract, CpuSavesProbabilitiesAndBothBackwardFormsAgree) {
   const int64_t B = 2, T = 7, C = 8;
@@ -188,19 +186,6 @@ TEST(AttentionContract, CpuSavesProbabilitiesAndBothBackwardFormsAgree) {
 }
 
 // ---- GPU helpers ------------------------------------------------------------------------------
-Tensor rounded(const Tensor& h, DType dt) {
-  return dt == DType::f32 ? h.clone() : h.to(dt).to(DType::f32);
-}
-Tensor to_gpu(const Tensor& h, DType dt) {
-  Tensor d = Tensor::empty(h.shape(), dt, Device::cuda());
-  ops::copy(h, d);
-  return d;
-}
-Tensor to_host(const Tensor& d) {
-  Tensor h = Tensor::empty(d.shape(), DType::f32);
-  ops::copy(d, h);
-  return h;
-}
 
 // Columns [lo, hi) of every row of a [rows, width] host vector.
 std::vector<float> columns(const std::vector<float>& v, int64_t width, int64_t lo, int64_t hi) {

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "tests/gpu/gpu_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -40,27 +41,11 @@ using zt::Device;
 using zt::DType;
 using zt::Tensor;
 namespace ops = zt::ops;
+using zt::gputest::rand_host;
+using zt::gputest::rounded;
+using zt::gputest::to_gpu;
+using zt::gputest::to_host;
 
-Tensor rand_host(zt::Shape shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(static_cast<size_t>(zt::shape_numel(shape)));
-  for (float& x : v) x = u(rng);
-  return Tensor::from_vector(v, std::move(shape));
-}
-Tensor rounded(const Tensor& h, DType dt) {
-  return dt == DType::f32 ? h.clone() : h.to(dt).to(DType::f32);
-}
-Tensor to_gpu(const Tensor& h, DType dt) {
-  Tensor d = Tensor::empty(h.shape(), dt, Device::cuda());
-  ops::copy(h, d);
-  return d;
-}
-Tensor to_host(const Tensor& d) {
-  Tensor h = Tensor::empty(d.shape(), DType::f32);
-  ops::copy(d, h);
-  return h;
-}
 float ulp_tol(DType dt, float ulps) {
   switch (dt) {
     case DType::bf16:

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/tensor.h"
+#include "tests/gpu/gpu_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -30,33 +31,18 @@ using zt::Device;
 using zt::DType;
 using zt::Tensor;
 namespace ops = zt::ops;
+using zt::gputest::rand_host;
+using zt::gputest::rounded;
+using zt::gputest::to_gpu;
+using zt::gputest::to_host;
 
 // ---- helpers ----------------------------------------------------------------------------------
-Tensor rand_host(zt::Shape shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(static_cast<size_t>(zt::shape_numel(shape)));
-  for (float& x : v) x = u(rng);
-  return Tensor::from_vector(v, std::move(shape));
-}
 Tensor ids_host(int64_t n, int32_t limit, uint32_t seed, bool some_ignored = false) {
   std::mt19937 rng(seed);
   Tensor t = Tensor::empty({n}, DType::i32);
   for (int64_t i = 0; i < n; ++i)
     t.data<int32_t>()[i] = some_ignored && i % 7 == 3 ? -1 : static_cast<int32_t>(rng() % limit);
   return t;
-}
-// The f32 host tensor rounded to `dt` and back: what the GPU op sees as input.
-Tensor rounded(const Tensor& h, DType dt) { return dt == DType::f32 ? h.clone() : h.to(dt).to(DType::f32); }
-Tensor to_gpu(const Tensor& h, DType dt) {
-  Tensor d = Tensor::empty(h.shape(), dt, Device::cuda());
-  ops::copy(h, d);
-  return d;
-}
-Tensor to_host(const Tensor& d) {
-  Tensor h = Tensor::empty(d.shape(), d.dtype() == DType::i32 ? DType::i32 : DType::f32);
-  ops::copy(d, h);
-  return h;
 }
 
 float unit_tol(DType dt) {
